@@ -1,0 +1,61 @@
+"""Environments behind one protocol (see envs/spec.py).
+
+``envs.make(map_name, sight_range=None, expert_view="full_obs", **options)`` builds any
+registered environment: every SMAX map, the paper's SMAC maps (8m_vs_9m, MMM2 with medivacs),
+and the toy games of envs/toy.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from envs.spec import EnvInfo, Environment, TimeStep, assert_timestep, step_autoreset
+
+__all__ = [
+    "EnvInfo",
+    "Environment",
+    "TimeStep",
+    "UnknownMapError",
+    "assert_timestep",
+    "list_maps",
+    "make",
+    "register",
+    "step_autoreset",
+]
+
+_REGISTRY: dict[str, Callable[..., Environment]] = {}
+_LOADED = False
+
+
+class UnknownMapError(ValueError):
+    """Raised by ``make`` for a name no module registered."""
+
+
+def register(name: str, factory: Callable[..., Environment]) -> None:
+    """Register ``factory(**options) -> Environment`` under ``name``."""
+    _REGISTRY[name] = factory
+
+
+def _load_builtin() -> None:
+    global _LOADED
+    if not _LOADED:
+        _LOADED = True
+        import envs.smax  # noqa: F401  (registers the SMAC-like maps)
+        import envs.toy  # noqa: F401  (registers the toy games)
+
+
+def list_maps() -> list[str]:
+    """All registered environment names, sorted."""
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def make(map_name: str, **options: Any) -> Environment:
+    """Build the environment ``map_name`` with ``options`` (sight_range, expert_view, ...)."""
+    _load_builtin()
+    if map_name not in _REGISTRY:
+        raise UnknownMapError(
+            f"unknown map {map_name!r}; known maps: {', '.join(sorted(_REGISTRY))}"
+        )
+    return _REGISTRY[map_name](**options)

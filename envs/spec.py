@@ -1,0 +1,122 @@
+"""The environment protocol every igmda-jax environment implements.
+
+An environment is a pair of pure, jittable, vmappable functions plus static facts:
+
+    reset(key)                          -> (TimeStep, EnvState)
+    step(key, env_state, actions)       -> (TimeStep, EnvState)
+    info                                -> EnvInfo (static, hashable)
+
+Episode boundaries. ``step`` does **not** auto-reset. Once a TimeStep has ``done=True`` the
+episode is absorbing: further ``step`` calls return the same observation with ``reward=0``,
+``done=True`` and the same ``won``/``truncated`` flags, and the simulator state is frozen. This
+lets the trainer collect one whole episode per environment with a fixed-length ``lax.scan`` and
+derive padding masks from ``done`` alone. Use :func:`step_autoreset` where a continuous stream of
+episodes is wanted (benchmarks, the host worker pool).
+
+Terminal versus time-limit. ``truncated=True`` marks an episode that ended only because the
+episode limit was reached; its last transition must bootstrap from the final observation.
+``terminated = done & ~truncated`` marks a real terminal transition (win, loss, or draw),
+which must not bootstrap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Protocol
+
+import chex
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+EnvState = Any
+
+
+@struct.dataclass
+class TimeStep:
+    """What an environment returns at every step (one environment, no batch axis).
+
+    obs:        [n_agents, obs_dim] float32   what the deployed agent sees (sight-limited)
+    expert_obs: [n_agents, expert_dim] float32 full-sight observation or global state + id
+    state:      [state_dim] float32           global state, for mixers
+    avail:      [n_agents, n_actions] bool    available actions
+    reward:     [] float32                    team reward of the transition into this step
+    done:       [] bool                       the episode has ended (at or before this step)
+    won:        [] bool                       the episode ended in a win
+    truncated:  [] bool                       the episode ended by the time limit only
+    """
+
+    obs: jax.Array
+    expert_obs: jax.Array
+    state: jax.Array
+    avail: jax.Array
+    reward: jax.Array
+    done: jax.Array
+    won: jax.Array
+    truncated: jax.Array
+
+    @property
+    def terminated(self) -> jax.Array:
+        """True where the episode really ended (no bootstrap): done and not truncated."""
+        return jnp.logical_and(self.done, jnp.logical_not(self.truncated))
+
+
+@dataclasses.dataclass(frozen=True)
+class EnvInfo:
+    """Static facts about an environment instance (hashable, safe as a jit static arg)."""
+
+    map_name: str
+    n_agents: int
+    n_enemies: int
+    n_actions: int
+    obs_dim: int
+    expert_dim: int
+    state_dim: int
+    episode_limit: int
+    sight_range: float | None = None
+    expert_view: str = "full_obs"
+
+
+class Environment(Protocol):
+    """The functional interface of every igmda-jax environment."""
+
+    info: EnvInfo
+
+    def reset(self, key: jax.Array) -> tuple[TimeStep, EnvState]: ...
+
+    def step(
+        self, key: jax.Array, env_state: EnvState, actions: jax.Array
+    ) -> tuple[TimeStep, EnvState]: ...
+
+
+def assert_timestep(timestep: TimeStep, info: EnvInfo, batch_shape: tuple[int, ...] = ()) -> None:
+    """Check shapes and dtypes of a (possibly batched) TimeStep against ``info``."""
+    b = tuple(batch_shape)
+    chex.assert_shape(timestep.obs, (*b, info.n_agents, info.obs_dim))
+    chex.assert_shape(timestep.expert_obs, (*b, info.n_agents, info.expert_dim))
+    chex.assert_shape(timestep.state, (*b, info.state_dim))
+    chex.assert_shape(timestep.avail, (*b, info.n_agents, info.n_actions))
+    chex.assert_shape([timestep.reward, timestep.done, timestep.won, timestep.truncated], b)
+    chex.assert_type([timestep.obs, timestep.expert_obs, timestep.state], jnp.float32)
+    chex.assert_type(timestep.reward, jnp.float32)
+    chex.assert_type([timestep.avail, timestep.done, timestep.won, timestep.truncated], bool)
+
+
+def step_autoreset(
+    env: Environment, key: jax.Array, env_state: EnvState, actions: jax.Array
+) -> tuple[TimeStep, TimeStep, EnvState]:
+    """Step, and start a new episode where this step ended one.
+
+    Returns ``(transition, next_timestep, next_state)``: ``transition`` is the step's own
+    TimeStep (reward, done, final observation); ``next_timestep`` is what agents act on next,
+    which is the fresh episode's first TimeStep where ``transition.done``.
+    """
+    step_key, reset_key = jax.random.split(key)
+    transition, stepped_state = env.step(step_key, env_state, actions)
+    reset_timestep, reset_state = env.reset(reset_key)
+    pick = lambda fresh, old: jax.lax.select(  # noqa: E731
+        jnp.broadcast_to(transition.done, old.shape), fresh, old
+    )
+    next_timestep = jax.tree.map(pick, reset_timestep, transition)
+    next_state = jax.tree.map(pick, reset_state, stepped_state)
+    return transition, next_timestep, next_state
