@@ -1,0 +1,515 @@
+"""SMAC-like maps on JaxMARL's SMAX, with an ally-only sight range.
+
+``envs.make("3m", sight_range=0.0)`` builds :class:`SmaxEnv`, a pure functional environment
+(see envs/spec.py) whose battle dynamics and heuristic enemy are JaxMARL's SMAX.
+
+Observations. The agents' ``obs`` is JaxMARL's ``unit_list`` observation (per other unit:
+health, relative x/y scaled by the observer's SMAX sight range, last move x/y, last target,
+weapon cooldown, type bits; then own health, x, y, cooldown, type bits), but other units are
+hidden (all-zero block) when farther than ``sight_range`` from the agent. ``sight_range=None``
+keeps each unit type's SMAX sight (9 for marines) and reproduces JaxMARL's observation exactly;
+``0`` hides every other unit. Feature scaling never changes with ``sight_range``. The heuristic
+enemy keeps its normal sight: in JaxMARL one sight table serves both teams, so we compute the
+two teams' observations separately from one dense table of unit-to-unit features.
+
+Expert view (``expert_view``): ``"full_obs"`` is the same observation with full sight
+(``expert_sight_range``, default each type's SMAX sight: what the paper's code gave its
+experts); ``"state"`` is the global state plus the agent's one-hot id.
+
+Global state: per unit (allies, then enemies) health fraction, weapon cooldown fraction, x and
+y relative to the map centre divided by the map size, type one-hot; all zero for dead units.
+With ``state_last_action=True`` the allies' last actions (one-hot) are appended.
+
+Actions (SMAX layout): 0-3 move, 4 stop, 5.. attack enemy j. As in SMAC, attack j is available
+when j is alive and within the agent's *shoot* range, whatever the sight range (this leaks
+presence of enemies in range); ``attack_requires_sight=True`` also requires j within sight, a
+stricter setting. Dead agents have only ``stop`` available. Inside ``step`` (under jit) an
+unavailable or out-of-range action becomes ``stop``; use :func:`check_actions` on the host for
+an error instead.
+
+Reward: damage dealt to enemies as a fraction of their maximum health, summed and divided by
+the number of enemies (so it never rewards enemy healing), plus ``won_battle_bonus`` (1.0) on a
+win. Episodes end on a win, a loss, a draw, or after ``episode_limit`` steps (SMAC's limit per
+map); only the last is ``truncated``. ``step`` does not auto-reset (see envs/spec.py).
+
+Random keys are split exactly as in JaxMARL's ``HeuristicEnemySMAX.step``, so with default
+options a trajectory equals JaxMARL's step for step.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+from jaxmarl.environments.smax.heuristic_enemy import (
+    create_heuristic_policy,
+    get_heuristic_policy_initial_state,
+)
+from jaxmarl.environments.smax.smax_env import SMAX
+from jaxmarl.environments.smax.smax_env import State as SMAXState
+
+from envs import register
+from envs.smax_maps import (
+    DEFAULT_HEAL_RANGE,
+    DEFAULT_HEAL_RATE,
+    MAPS,
+    MEDIVAC,
+    UNIT_TYPE_NAMES,
+    UNIT_TYPE_SHORTHANDS,
+    MapSpec,
+    healable_types,
+    medivac_heal,
+    unit_table,
+)
+from envs.spec import EnvInfo, TimeStep
+
+EXPERT_VIEWS = ("full_obs", "state")
+N_MOVE_ACTIONS = 5  # 4 moves + stop
+STOP_ACTION = 4
+
+
+@struct.dataclass
+class SmaxEnvState:
+    """Everything a SMAX episode needs between steps (one environment, no batch axis)."""
+
+    smax: SMAXState
+    enemy_policy: Any  # JaxMARL heuristic policy state, leading axis n_enemies
+    enemy_obs: jax.Array  # [n_enemies, obs_dim] the enemies' view of the current state
+    last_actions: jax.Array  # [n_agents] int32, the allies' last (sanitised) actions
+    done: jax.Array  # [] bool
+    won: jax.Array  # [] bool
+    truncated: jax.Array  # [] bool
+
+
+def validate_sight_range(sight_range: Any, name: str = "sight_range") -> float | None:
+    """None (each type's own SMAX sight) or a finite number >= 0; anything else raises."""
+    if sight_range is None:
+        return None
+    if isinstance(sight_range, bool) or not isinstance(sight_range, int | float | np.number):
+        raise ValueError(f"{name} must be None or a number >= 0, got {sight_range!r}")
+    value = float(sight_range)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0 (or None), got {sight_range!r}")
+    return value
+
+
+class SmaxEnv:
+    """One SMAC-like map. Build with ``envs.make(map_name, ...)``; see the module docstring."""
+
+    def __init__(
+        self,
+        map_name: str,
+        *,
+        sight_range: float | None = None,
+        expert_view: str = "full_obs",
+        expert_sight_range: float | None = None,
+        episode_limit: int | None = None,
+        attack_requires_sight: bool = False,
+        won_battle_bonus: float = 1.0,
+        state_last_action: bool = False,
+        heal_rate: float = DEFAULT_HEAL_RATE,
+        heal_range: float = DEFAULT_HEAL_RANGE,
+    ) -> None:
+        if map_name not in MAPS:
+            raise ValueError(f"unknown SMAX map {map_name!r}; known maps: {', '.join(MAPS)}")
+        if expert_view not in EXPERT_VIEWS:
+            raise ValueError(
+                f"unknown expert_view {expert_view!r}; choose one of {', '.join(EXPERT_VIEWS)}"
+            )
+        self.spec: MapSpec = MAPS[map_name]
+        self.sight_range = validate_sight_range(sight_range)
+        self.expert_sight_range = validate_sight_range(expert_sight_range, "expert_sight_range")
+        self.expert_view = expert_view
+        limit = self.spec.episode_limit if episode_limit is None else episode_limit
+        if isinstance(limit, bool) or int(limit) != limit or limit < 1:
+            raise ValueError(f"episode_limit must be a positive integer, got {episode_limit!r}")
+        self.episode_limit = int(limit)
+        self.attack_requires_sight = bool(attack_requires_sight)
+        self.state_last_action = bool(state_last_action)
+        if heal_rate < 0 or heal_range < 0:
+            raise ValueError("heal_rate and heal_range must be >= 0")
+        self.heal_range = float(heal_range)
+
+        n_types = self.spec.n_unit_types
+        self.inner = SMAX(
+            num_allies=self.spec.n_allies,
+            num_enemies=self.spec.n_enemies,
+            scenario=None,
+            unit_type_names=list(UNIT_TYPE_NAMES[:n_types]),
+            unit_type_shorthands=list(UNIT_TYPE_SHORTHANDS[:n_types]),
+            unit_type_velocities=unit_table("velocities", n_types),
+            unit_type_attacks=unit_table("attacks", n_types),
+            unit_type_attack_ranges=unit_table("attack_ranges", n_types),
+            unit_type_sight_ranges=unit_table("sight_ranges", n_types),
+            unit_type_radiuses=unit_table("radiuses", n_types),
+            unit_type_health=unit_table("health", n_types),
+            unit_type_weapon_cooldowns=unit_table("weapon_cooldowns", n_types),
+            won_battle_bonus=won_battle_bonus,
+            max_steps=self.episode_limit,
+            smacv2_position_generation=self.spec.smacv2_positions,
+            smacv2_unit_type_generation=self.spec.smacv2_unit_types,
+        )
+        self.inner.scenario = jnp.asarray(self.spec.unit_types, dtype=jnp.uint8)
+        self.heal_amount = float(heal_rate) * self.inner.time_per_step
+        self.healable = healable_types(n_types)
+        self.enemy_policy_fn = create_heuristic_policy(self.inner, 1, shoot=True)
+
+        n_allies, n_enemies = self.spec.n_allies, self.spec.n_enemies
+        n_units = n_allies + n_enemies
+        self.n_agents, self.n_enemies, self.n_units = n_allies, n_enemies, n_units
+        self.n_actions = N_MOVE_ACTIONS + n_enemies
+        self.n_unit_features = len(self.inner.unit_features)
+        self.obs_dim = self.inner.obs_size
+        # Order in which unit i lists the other units: allies list units ascending, enemies
+        # descending (JaxMARL's unit_list convention), skipping themselves.
+        self.other_units = np.array(
+            [
+                [
+                    j
+                    for j in (range(n_units) if i < n_allies else reversed(range(n_units)))
+                    if j != i
+                ]
+                for i in range(n_units)
+            ],
+            dtype=np.int32,
+        )
+        self.state_unit_dim = 4 + n_types
+        self.state_dim = n_units * self.state_unit_dim + (
+            n_allies * self.n_actions if self.state_last_action else 0
+        )
+        self.expert_dim = self.obs_dim if expert_view == "full_obs" else self.state_dim + n_allies
+        self.info = EnvInfo(
+            map_name=map_name,
+            n_agents=n_allies,
+            n_enemies=n_enemies,
+            n_actions=self.n_actions,
+            obs_dim=self.obs_dim,
+            expert_dim=self.expert_dim,
+            state_dim=self.state_dim,
+            episode_limit=self.episode_limit,
+            sight_range=self.sight_range,
+            expert_view=expert_view,
+        )
+
+    # ------------------------------------------------------------------ features
+    def _sight_per_unit(self, state: SMAXState, override: float | None) -> jax.Array:
+        """Visibility radius of every unit as observer: [n_units]."""
+        if override is None:
+            return self.inner.unit_type_sight_ranges[state.unit_types]
+        return jnp.full((self.n_units,), override, dtype=jnp.float32)
+
+    def _observations(self, state: SMAXState, distances: jax.Array) -> dict[str, jax.Array]:
+        """Observations of every unit under the three sights we need.
+
+        Returns obs [n_agents, obs_dim] (agent sight), full_obs [n_agents, obs_dim] (expert
+        sight), enemy_obs [n_enemies, obs_dim] (the enemies' own SMAX sight).
+        """
+        inner = self.inner
+        types, alive = state.unit_types, state.unit_alive
+        n_allies = self.n_agents
+        type_sight = inner.unit_type_sight_ranges[types]
+        health_fraction = state.unit_health / inner.unit_type_health[types]
+        cooldown_fraction = jnp.clip(
+            state.unit_weapon_cooldowns / inner.unit_type_weapon_cooldowns[types], 0.0, 1.0
+        )
+        type_bits = jax.nn.one_hot(types, inner.unit_type_bits)
+        max_action = jnp.where(
+            jnp.arange(self.n_units) < n_allies,
+            float(inner.num_ally_actions - 1),
+            float(inner.num_enemy_actions - 1),
+        )
+        last_target = state.prev_attack_actions.astype(jnp.float32) / max_action
+        relative = (state.unit_positions[None, :, :] - state.unit_positions[:, None, :]) / (
+            type_sight[:, None, None]
+        )  # [observer, observed, 2]
+        observed = jnp.concatenate(
+            [
+                health_fraction[:, None],
+                state.prev_movement_actions,
+                last_target[:, None],
+                cooldown_fraction[:, None],
+                type_bits,
+            ],
+            axis=-1,
+        )  # [observed, F - 2]
+        n = self.n_units
+        pair_features = jnp.concatenate(
+            [
+                jnp.broadcast_to(observed[None, :, :1], (n, n, 1)),
+                relative,
+                jnp.broadcast_to(observed[None, :, 1:], (n, n, observed.shape[-1] - 1)),
+            ],
+            axis=-1,
+        )  # [observer, observed, F]
+        own = jnp.concatenate(
+            [
+                health_fraction[:, None],
+                state.unit_positions / jnp.array([inner.map_width, inner.map_height]),
+                cooldown_fraction[:, None],
+                type_bits,
+            ],
+            axis=-1,
+        ) * alive[:, None].astype(jnp.float32)  # [unit, 4 + n_types]
+        both_alive = alive[:, None] & alive[None, :]
+
+        def view(rows: np.ndarray, sight: jax.Array) -> jax.Array:
+            visible = (distances < sight[:, None]) & both_alive  # [observer, observed]
+            others = self.other_units[rows]
+            row_index = rows[:, None]
+            blocks = pair_features[row_index, others] * visible[row_index, others][..., None]
+            return jnp.concatenate([blocks.reshape(len(rows), -1), own[rows]], axis=-1)
+
+        allies = np.arange(n_allies)
+        enemies = np.arange(n_allies, n)
+        return {
+            "obs": view(allies, self._sight_per_unit(state, self.sight_range)),
+            "full_obs": view(allies, self._sight_per_unit(state, self.expert_sight_range)),
+            "enemy_obs": view(enemies, type_sight),
+        }
+
+    def _avail(self, state: SMAXState, distances: jax.Array) -> jax.Array:
+        """Available actions of the allies: [n_agents, n_actions] bool."""
+        inner = self.inner
+        allies = slice(0, self.n_agents)
+        enemies = slice(self.n_agents, self.n_units)
+        alive = state.unit_alive
+        ally_types = state.unit_types[allies]
+        in_range = distances[allies, enemies] < inner.unit_type_attack_ranges[ally_types][:, None]
+        shootable = in_range & alive[enemies][None, :] & alive[allies][:, None]
+        if self.attack_requires_sight:
+            sight = self._sight_per_unit(state, self.sight_range)[allies]
+            shootable = shootable & (distances[allies, enemies] < sight[:, None])
+        moves = jnp.broadcast_to(alive[allies][:, None], (self.n_agents, N_MOVE_ACTIONS - 1))
+        stop = jnp.ones((self.n_agents, 1), dtype=bool)
+        return jnp.concatenate([moves, stop, shootable], axis=-1)
+
+    def _global_state(self, state: SMAXState, last_actions: jax.Array) -> jax.Array:
+        """The mixer's state: [state_dim]."""
+        inner = self.inner
+        types, alive = state.unit_types, state.unit_alive
+        size = jnp.array([inner.map_width, inner.map_height])
+        per_unit = jnp.concatenate(
+            [
+                (state.unit_health / inner.unit_type_health[types])[:, None],
+                jnp.clip(
+                    state.unit_weapon_cooldowns / inner.unit_type_weapon_cooldowns[types], 0, 1
+                )[:, None],
+                (state.unit_positions - size / 2) / size,
+                jax.nn.one_hot(types, inner.unit_type_bits),
+            ],
+            axis=-1,
+        ) * alive[:, None].astype(jnp.float32)
+        parts = [per_unit.reshape(-1)]
+        if self.state_last_action:
+            parts.append(jax.nn.one_hot(last_actions, self.n_actions).reshape(-1))
+        return jnp.concatenate(parts)
+
+    def _timestep(
+        self,
+        state: SMAXState,
+        last_actions: jax.Array,
+        reward: jax.Array,
+        done: jax.Array,
+        won: jax.Array,
+        truncated: jax.Array,
+    ) -> tuple[TimeStep, jax.Array]:
+        """Build the TimeStep of ``state``; also return the enemies' observation."""
+        distances = jnp.linalg.norm(
+            state.unit_positions[:, None, :] - state.unit_positions[None, :, :], axis=-1
+        )
+        views = self._observations(state, distances)
+        global_state = self._global_state(state, last_actions)
+        if self.expert_view == "full_obs":
+            expert_obs = views["full_obs"]
+        else:
+            expert_obs = jnp.concatenate(
+                [
+                    jnp.broadcast_to(global_state, (self.n_agents, self.state_dim)),
+                    jnp.eye(self.n_agents, dtype=jnp.float32),
+                ],
+                axis=-1,
+            )
+        timestep = TimeStep(
+            obs=views["obs"],
+            expert_obs=expert_obs,
+            state=global_state,
+            avail=self._avail(state, distances),
+            reward=jnp.asarray(reward, jnp.float32),
+            done=jnp.asarray(done, bool),
+            won=jnp.asarray(won, bool),
+            truncated=jnp.asarray(truncated, bool),
+        )
+        return timestep, views["enemy_obs"]
+
+    # ------------------------------------------------------------------ protocol
+    def reset(self, key: jax.Array) -> tuple[TimeStep, SmaxEnvState]:
+        """Start an episode. Returns the first TimeStep and the environment state."""
+        _, reset_key = jax.random.split(key)
+        _, smax_state = self.inner.reset(reset_key)
+        enemy_policy = jax.tree.map(
+            lambda *xs: jnp.stack(xs), *([get_heuristic_policy_initial_state()] * self.n_enemies)
+        )
+        last_actions = jnp.full((self.n_agents,), STOP_ACTION, dtype=jnp.int32)
+        false = jnp.array(False)
+        timestep, enemy_obs = self._timestep(
+            smax_state, last_actions, jnp.array(0.0), false, false, false
+        )
+        env_state = SmaxEnvState(
+            smax=smax_state,
+            enemy_policy=enemy_policy,
+            enemy_obs=enemy_obs,
+            last_actions=last_actions,
+            done=false,
+            won=false,
+            truncated=false,
+        )
+        return timestep, env_state
+
+    def sanitise_actions(self, actions: jax.Array, avail: jax.Array) -> jax.Array:
+        """Unavailable or out-of-range actions become stop. actions: [n_agents] -> int32."""
+        actions = jnp.asarray(actions, jnp.int32)
+        in_range = (actions >= 0) & (actions < self.n_actions)
+        clipped = jnp.clip(actions, 0, self.n_actions - 1)
+        is_avail = jnp.take_along_axis(avail, clipped[:, None], axis=1)[:, 0]
+        return jnp.where(in_range & is_avail, clipped, STOP_ACTION)
+
+    def _world_steps(
+        self, key: jax.Array, state: SMAXState, movement: jax.Array, attack: jax.Array
+    ) -> SMAXState:
+        """Advance the battle by one environment step (SMAX's world steps + healing)."""
+        inner = self.inner
+        has_medivac = self.spec.has_medivac
+
+        def world_step(carry: tuple[SMAXState, jax.Array], _: None):
+            state, step_key = carry
+            step_key, world_step_key = jax.random.split(step_key)
+            state = inner._world_step(world_step_key, state, (movement, attack))
+            state = inner._kill_agents_touching_walls(state)
+            state = inner._update_dead_agents(state)
+            if has_medivac:
+                state = state.replace(
+                    unit_health=medivac_heal(
+                        state.unit_health,
+                        inner.unit_type_health[state.unit_types],
+                        state.unit_alive,
+                        state.unit_positions,
+                        state.unit_teams,
+                        state.unit_types == MEDIVAC,
+                        self.healable[state.unit_types],
+                        self.heal_range,
+                        self.heal_amount,
+                    )
+                )
+            state = inner._push_units_away(state)
+            state = state.replace(prev_movement_actions=movement, prev_attack_actions=attack)
+            return (state, step_key), None
+
+        (state, _), _ = jax.lax.scan(
+            world_step, (state, key), None, length=inner.world_steps_per_env_step
+        )
+        return state
+
+    def step(
+        self, key: jax.Array, env_state: SmaxEnvState, actions: jax.Array
+    ) -> tuple[TimeStep, SmaxEnvState]:
+        """One environment step. actions: [n_agents] int. Absorbing once done."""
+        inner = self.inner
+        prev = env_state.smax
+        key, _ = jax.random.split(key)  # JaxMARL's auto-reset key, unused here
+        key, enemy_key = jax.random.split(key)
+        enemy_keys = jax.random.split(enemy_key, self.n_enemies)
+        enemy_actions, enemy_policy = jax.vmap(self.enemy_policy_fn)(
+            enemy_keys, env_state.enemy_policy, env_state.enemy_obs
+        )
+        distances = jnp.linalg.norm(
+            prev.unit_positions[:, None, :] - prev.unit_positions[None, :, :], axis=-1
+        )
+        ally_actions = self.sanitise_actions(actions, self._avail(prev, distances))
+        all_actions = jnp.concatenate([ally_actions, jnp.asarray(enemy_actions, jnp.int32)])
+        movement, attack = inner._decode_discrete_actions(all_actions)
+        stepped = self._world_steps(key, prev, movement, attack)
+        stepped = stepped.replace(step=prev.step + 1)
+
+        types = prev.unit_types
+        enemies = slice(self.n_agents, self.n_units)
+        damage = jnp.maximum(prev.unit_health - stepped.unit_health, 0.0)
+        damage_fraction = damage / inner.unit_type_health[types]
+        allies_dead = ~jnp.any(stepped.unit_alive[: self.n_agents])
+        enemies_dead = ~jnp.any(stepped.unit_alive[enemies])
+        won = enemies_dead & ~allies_dead
+        reward = jnp.sum(damage_fraction[enemies]) / self.n_enemies + jnp.where(
+            won, inner.won_battle_bonus, 0.0
+        )
+        out_of_time = stepped.step >= self.episode_limit
+        battle_over = allies_dead | enemies_dead
+        done = battle_over | out_of_time
+        stepped = stepped.replace(done=done)
+
+        # Absorbing: an episode that was already done keeps its state, flags and observation.
+        was_done = env_state.done
+        keep = lambda old, new: jax.lax.select(  # noqa: E731
+            jnp.broadcast_to(was_done, jnp.shape(new)), old, new
+        )
+        next_smax = jax.tree.map(keep, prev, stepped)
+        next_policy = jax.tree.map(keep, env_state.enemy_policy, enemy_policy)
+        last_actions = keep(env_state.last_actions, ally_actions)
+        won = keep(env_state.won, won)
+        truncated = keep(env_state.truncated, out_of_time & ~battle_over)
+        done = was_done | done
+        reward = jnp.where(was_done, 0.0, reward)
+
+        timestep, enemy_obs = self._timestep(next_smax, last_actions, reward, done, won, truncated)
+        next_state = SmaxEnvState(
+            smax=next_smax,
+            enemy_policy=next_policy,
+            enemy_obs=enemy_obs,
+            last_actions=last_actions,
+            done=done,
+            won=won,
+            truncated=truncated,
+        )
+        return timestep, next_state
+
+
+def check_actions(actions: np.ndarray, avail: np.ndarray) -> None:
+    """Host-side check: raise ValueError naming the first unavailable action.
+
+    actions: [..., n_agents] int; avail: [..., n_agents, n_actions] bool.
+    """
+    actions = np.asarray(actions)
+    avail = np.asarray(avail, dtype=bool)
+    n_actions = avail.shape[-1]
+    bad_range = (actions < 0) | (actions >= n_actions)
+    clipped = np.clip(actions, 0, n_actions - 1)
+    chosen_avail = np.take_along_axis(avail, clipped[..., None], axis=-1)[..., 0]
+    bad = bad_range | ~chosen_avail
+    if np.any(bad):
+        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        available = np.flatnonzero(avail[index])
+        raise ValueError(
+            f"action {int(actions[index])} at index {index} (last axis = agent) is not "
+            f"available; available actions there: {available.tolist()}"
+        )
+
+
+_OPTIONS = tuple(inspect.signature(SmaxEnv.__init__).parameters)[2:]
+
+
+def _factory(map_name: str):
+    def make_map(**options: Any) -> SmaxEnv:
+        unknown = sorted(set(options) - set(_OPTIONS))
+        if unknown:
+            raise ValueError(f"unknown option(s) {unknown} for {map_name}; valid: {list(_OPTIONS)}")
+        return SmaxEnv(map_name, **options)
+
+    make_map.__name__ = f"make_{map_name}"
+    return make_map
+
+
+for _name in MAPS:
+    register(_name, _factory(_name))

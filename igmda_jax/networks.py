@@ -1,0 +1,204 @@
+"""Agent networks: the recurrent Q agent and the IQN quantile agent for DMIX.
+
+Both agents share their parameters over agents: the agent axis is just one more leading axis,
+so a module applies to inputs ``[..., n_agents, input_dim]`` with a hidden carry
+``[..., n_agents, hidden_dim]`` and nothing is vmapped explicitly. Which agent is which is
+told to the network by the agent-id one-hot in its inputs (see :func:`agent_inputs`).
+
+    RNNAgent:  x -> Dense(hidden) -> ReLU -> GRUCell(hidden) -> Dense(n_actions)
+    IQNAgent:  the same trunk up to the GRU state h, then
+               phi(tau) = ReLU(Dense(hidden)(cos(pi * i * tau), i = 1..n_cos))
+               z(tau)   = Dense(n_actions)(h * phi(tau))
+
+The cosine features use i = 1..n_cos (64 by default). The i = 0 feature of the IQN paper is the
+constant cos(0) = 1, which only duplicates the bias of the Dense layer that follows.
+
+Time is handled outside the modules: :func:`unroll` scans an agent over
+``inputs[T, B, n_agents, input_dim]`` and zeroes the hidden state where an episode starts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Params = Any
+
+
+def agent_input_dim(
+    obs_dim: int,
+    n_agents: int,
+    n_actions: int,
+    *,
+    use_last_action: bool = True,
+    use_agent_id: bool = True,
+    use_avail: bool = True,
+) -> int:
+    """Width of the vector that :func:`agent_inputs` builds with the same flags."""
+    return (
+        obs_dim
+        + (n_actions if use_last_action else 0)
+        + (n_agents if use_agent_id else 0)
+        + (n_actions if use_avail else 0)
+    )
+
+
+def agent_inputs(
+    obs: jax.Array,
+    last_action: jax.Array,
+    avail: jax.Array,
+    n_agents: int,
+    *,
+    use_last_action: bool = True,
+    use_agent_id: bool = True,
+    use_avail: bool = True,
+) -> jax.Array:
+    """Build each agent's network input: ``[obs | last action one-hot | agent id | avail]``.
+
+    obs:         [..., n_agents, obs_dim]
+    last_action: [..., n_agents] int (index; -1 = no previous action, giving all zeros), or
+                 [..., n_agents, n_actions] one-hot (already encoded)
+    avail:       [..., n_agents, n_actions] bool or float; also fixes n_actions
+    returns:     [..., n_agents, agent_input_dim(...)] float32, the blocks in the order above,
+                 each present only if its flag is set
+    """
+    chex.assert_rank(avail, obs.ndim)
+    chex.assert_axis_dimension(obs, -2, n_agents)
+    chex.assert_equal_shape_prefix([obs, avail], obs.ndim - 1)
+    n_actions = avail.shape[-1]
+    blocks = [obs.astype(jnp.float32)]
+    if use_last_action:
+        if last_action.ndim == obs.ndim:
+            chex.assert_equal_shape([last_action, avail])
+            last_onehot = last_action.astype(jnp.float32)
+        else:
+            chex.assert_shape(last_action, obs.shape[:-1])
+            last_onehot = jax.nn.one_hot(last_action, n_actions, dtype=jnp.float32)
+        blocks.append(last_onehot)
+    if use_agent_id:
+        agent_id = jnp.broadcast_to(
+            jnp.eye(n_agents, dtype=jnp.float32), (*obs.shape[:-1], n_agents)
+        )
+        blocks.append(agent_id)
+    if use_avail:
+        blocks.append(avail.astype(jnp.float32))
+    return jnp.concatenate(blocks, axis=-1)
+
+
+def initial_hidden(batch_shape: tuple[int, ...], n_agents: int, hidden_dim: int) -> jax.Array:
+    """Zero recurrent state. returns: [*batch_shape, n_agents, hidden_dim] float32."""
+    return jnp.zeros((*batch_shape, n_agents, hidden_dim), jnp.float32)
+
+
+class _RecurrentTrunk(nn.Module):
+    """Dense(hidden) -> ReLU -> GRUCell(hidden). Shared by both agents."""
+
+    hidden_dim: int
+
+    @nn.compact
+    def __call__(self, hidden: jax.Array, inputs: jax.Array) -> jax.Array:
+        """hidden: [..., H], inputs: [..., in] -> new hidden [..., H]."""
+        x = nn.relu(nn.Dense(self.hidden_dim, name="fc_in")(inputs))
+        new_hidden, _ = nn.GRUCell(features=self.hidden_dim, name="gru")(hidden, x)
+        return new_hidden
+
+
+class RNNAgent(nn.Module):
+    """Recurrent per-agent Q network, parameters shared over agents.
+
+    __call__(hidden [..., n_agents, H], inputs [..., n_agents, in])
+        -> (new_hidden [..., n_agents, H], q [..., n_agents, n_actions])
+    """
+
+    n_actions: int
+    hidden_dim: int = 64
+
+    @nn.compact
+    def __call__(self, hidden: jax.Array, inputs: jax.Array) -> tuple[jax.Array, jax.Array]:
+        chex.assert_axis_dimension(hidden, -1, self.hidden_dim)
+        chex.assert_equal_shape_prefix([hidden, inputs], inputs.ndim - 1)
+        new_hidden = _RecurrentTrunk(self.hidden_dim, name="trunk")(hidden, inputs)
+        q = nn.Dense(self.n_actions, name="fc_out")(new_hidden)
+        return new_hidden, q
+
+
+def cosine_features(taus: jax.Array, n_cos: int) -> jax.Array:
+    """IQN tau embedding features cos(pi * i * tau) for i = 1..n_cos.
+
+    taus: [..., n_quantiles] in [0, 1] -> [..., n_quantiles, n_cos]
+    """
+    i = jnp.arange(1, n_cos + 1, dtype=jnp.float32)
+    return jnp.cos(jnp.pi * i * taus[..., None])
+
+
+class IQNAgent(nn.Module):
+    """Recurrent implicit-quantile agent (DMIX), parameters shared over agents.
+
+    All agents at one step use the same quantile fractions, so ``taus`` has no agent axis.
+
+    __call__(hidden [..., n_agents, H], inputs [..., n_agents, in], taus [..., n_quantiles])
+        -> (new_hidden [..., n_agents, H], z [..., n_agents, n_quantiles, n_actions])
+    """
+
+    n_actions: int
+    hidden_dim: int = 64
+    n_cos: int = 64
+
+    @nn.compact
+    def __call__(
+        self, hidden: jax.Array, inputs: jax.Array, taus: jax.Array
+    ) -> tuple[jax.Array, jax.Array]:
+        chex.assert_axis_dimension(hidden, -1, self.hidden_dim)
+        chex.assert_equal_shape_prefix([hidden, inputs], inputs.ndim - 1)
+        chex.assert_rank(taus, hidden.ndim - 1)
+        chex.assert_equal_shape_prefix([hidden, taus], taus.ndim - 1)
+        new_hidden = _RecurrentTrunk(self.hidden_dim, name="trunk")(hidden, inputs)
+        phi = nn.Dense(self.hidden_dim, name="tau_embed")(cosine_features(taus, self.n_cos))
+        phi = nn.relu(phi)  # [..., N, H]
+        mixed = new_hidden[..., :, None, :] * phi[..., None, :, :]  # [..., n_agents, N, H]
+        z = nn.Dense(self.n_actions, name="fc_out")(mixed)
+        return new_hidden, z
+
+
+def unroll(
+    agent: nn.Module,
+    params: Params,
+    hidden0: jax.Array,
+    inputs: jax.Array,
+    resets: jax.Array,
+    taus: jax.Array | None = None,
+) -> jax.Array:
+    """Run an agent over time with ``lax.scan``, zeroing the hidden state where told.
+
+    At step t, where ``resets[t, b]`` is true the carry is replaced by zeros *before*
+    ``inputs[t, b]`` is consumed (an episode starts at t). ``hidden0`` is the carry before t = 0.
+
+    agent:   an RNNAgent or IQNAgent (taus required for IQNAgent)
+    hidden0: [B, n_agents, H]
+    inputs:  [T, B, n_agents, in]
+    resets:  [T, B] bool
+    taus:    [T, B, n_quantiles] (IQNAgent only)
+    returns: q [T, B, n_agents, n_actions], or z [T, B, n_agents, n_quantiles, n_actions]
+    """
+    chex.assert_rank([hidden0, inputs, resets], [3, 4, 2])
+    chex.assert_equal_shape_prefix([inputs, resets], 2)
+    chex.assert_shape(hidden0, (inputs.shape[1], inputs.shape[2], None))
+    if taus is not None:
+        chex.assert_rank(taus, 3)
+        chex.assert_equal_shape_prefix([inputs, taus], 2)
+
+    def step(hidden: jax.Array, xs: tuple) -> tuple[jax.Array, jax.Array]:
+        x_t, reset_t, taus_t = xs
+        hidden = jnp.where(reset_t[:, None, None], jnp.zeros_like(hidden), hidden)
+        if taus_t is None:
+            hidden, out = agent.apply(params, hidden, x_t)
+        else:
+            hidden, out = agent.apply(params, hidden, x_t, taus_t)
+        return hidden, out
+
+    _, outputs = jax.lax.scan(step, hidden0, (inputs, resets.astype(bool), taus))
+    return outputs
