@@ -7,6 +7,8 @@ and the toy games of envs/toy.py.
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections.abc import Callable
 from typing import Any
 
@@ -41,8 +43,10 @@ def _load_builtin() -> None:
     global _LOADED
     if not _LOADED:
         _LOADED = True
-        import envs.smax  # noqa: F401  (registers the SMAC-like maps)
-        import envs.toy  # noqa: F401  (registers the toy games)
+        # jaxmarl prints "Importing submoduled environments..." on import; keep stdout clean
+        with contextlib.redirect_stdout(io.StringIO()):
+            import envs.smax  # noqa: F401  (registers the SMAC-like maps)
+            import envs.toy  # noqa: F401  (registers the toy games)
 
 
 def list_maps() -> list[str]:

@@ -81,9 +81,21 @@ class SmaxEnvState:
     enemy_policy: Any  # JaxMARL heuristic policy state, leading axis n_enemies
     enemy_obs: jax.Array  # [n_enemies, obs_dim] the enemies' view of the current state
     last_actions: jax.Array  # [n_agents] int32, the allies' last (sanitised) actions
+    avail: jax.Array  # [n_agents, n_actions] bool, the allies' available actions now
     done: jax.Array  # [] bool
     won: jax.Array  # [] bool
     truncated: jax.Array  # [] bool
+
+
+def drop_diagonal(square: jax.Array) -> jax.Array:
+    """Remove entry (i, i) from every row, keeping order: [n, n, ...] -> [n, n - 1, ...].
+
+    Static reshapes only (no gather), which is what keeps observations cheap on CPU.
+    """
+    n = square.shape[0]
+    trailing = square.shape[2:]
+    flat = square.reshape((n * n, *trailing))[1:]
+    return flat.reshape((n - 1, n + 1, *trailing))[:, :-1].reshape((n, n - 1, *trailing))
 
 
 def validate_sight_range(sight_range: Any, name: str = "sight_range") -> float | None:
@@ -165,19 +177,6 @@ class SmaxEnv:
         self.n_actions = N_MOVE_ACTIONS + n_enemies
         self.n_unit_features = len(self.inner.unit_features)
         self.obs_dim = self.inner.obs_size
-        # Order in which unit i lists the other units: allies list units ascending, enemies
-        # descending (JaxMARL's unit_list convention), skipping themselves.
-        self.other_units = np.array(
-            [
-                [
-                    j
-                    for j in (range(n_units) if i < n_allies else reversed(range(n_units)))
-                    if j != i
-                ]
-                for i in range(n_units)
-            ],
-            dtype=np.int32,
-        )
         self.state_unit_dim = 4 + n_types
         self.state_dim = n_units * self.state_unit_dim + (
             n_allies * self.n_actions if self.state_last_action else 0
@@ -257,19 +256,21 @@ class SmaxEnv:
         ) * alive[:, None].astype(jnp.float32)  # [unit, 4 + n_types]
         both_alive = alive[:, None] & alive[None, :]
 
-        def view(rows: np.ndarray, sight: jax.Array) -> jax.Array:
+        def view(sight: jax.Array, team: str) -> jax.Array:
             visible = (distances < sight[:, None]) & both_alive  # [observer, observed]
-            others = self.other_units[rows]
-            row_index = rows[:, None]
-            blocks = pair_features[row_index, others] * visible[row_index, others][..., None]
-            return jnp.concatenate([blocks.reshape(len(rows), -1), own[rows]], axis=-1)
+            blocks = pair_features * visible[..., None].astype(jnp.float32)
+            if team == "ally":  # allies list the other units ascending
+                rows = drop_diagonal(blocks)[:n_allies]
+                own_rows = own[:n_allies]
+            else:  # enemies list them descending: flip both unit axes, then enemy rows
+                rows = drop_diagonal(blocks[::-1, ::-1])[: n - n_allies][::-1]
+                own_rows = own[n_allies:]
+            return jnp.concatenate([rows.reshape(rows.shape[0], -1), own_rows], axis=-1)
 
-        allies = np.arange(n_allies)
-        enemies = np.arange(n_allies, n)
         return {
-            "obs": view(allies, self._sight_per_unit(state, self.sight_range)),
-            "full_obs": view(allies, self._sight_per_unit(state, self.expert_sight_range)),
-            "enemy_obs": view(enemies, type_sight),
+            "obs": view(self._sight_per_unit(state, self.sight_range), "ally"),
+            "full_obs": view(self._sight_per_unit(state, self.expert_sight_range), "ally"),
+            "enemy_obs": view(type_sight, "enemy"),
         }
 
     def _avail(self, state: SMAXState, distances: jax.Array) -> jax.Array:
@@ -364,6 +365,7 @@ class SmaxEnv:
             enemy_policy=enemy_policy,
             enemy_obs=enemy_obs,
             last_actions=last_actions,
+            avail=timestep.avail,
             done=false,
             won=false,
             truncated=false,
@@ -426,10 +428,7 @@ class SmaxEnv:
         enemy_actions, enemy_policy = jax.vmap(self.enemy_policy_fn)(
             enemy_keys, env_state.enemy_policy, env_state.enemy_obs
         )
-        distances = jnp.linalg.norm(
-            prev.unit_positions[:, None, :] - prev.unit_positions[None, :, :], axis=-1
-        )
-        ally_actions = self.sanitise_actions(actions, self._avail(prev, distances))
+        ally_actions = self.sanitise_actions(actions, env_state.avail)
         all_actions = jnp.concatenate([ally_actions, jnp.asarray(enemy_actions, jnp.int32)])
         movement, attack = inner._decode_discrete_actions(all_actions)
         stepped = self._world_steps(key, prev, movement, attack)
@@ -469,6 +468,7 @@ class SmaxEnv:
             enemy_policy=next_policy,
             enemy_obs=enemy_obs,
             last_actions=last_actions,
+            avail=timestep.avail,
             done=done,
             won=won,
             truncated=truncated,

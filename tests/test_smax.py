@@ -167,7 +167,15 @@ def test_medivac_heals_most_injured_ally_in_range() -> None:
     np.testing.assert_allclose(healed, [100.0, 40.0, 23.0, 5.0, 1.0, 44.9])
 
     capped = medivac_heal(
-        health.at[1].set(45.0).at[2].set(45.0), max_health, alive, positions, teams, is_healer, healable, 4.0, 3.0
+        health.at[1].set(45.0).at[2].set(45.0),
+        max_health,
+        alive,
+        positions,
+        teams,
+        is_healer,
+        healable,
+        4.0,
+        3.0,
     )
     # units 1 and 2 are at full health: unit 5 (44.9 / 45) is healed, capped at its maximum
     np.testing.assert_allclose(capped[5], 45.0)

@@ -1,0 +1,88 @@
+"""Random-policy environment throughput: our SMAX maps at sight 0 vs raw JaxMARL SMAX.
+
+Prints env steps/s (one step = one environment advancing one step) for 1, 8 and 64 vmapped
+environments on 3m, 8m, 3s5z and MMM2, for our wrapper (envs.make(map, sight_range=0)) and for
+JaxMARL's HeuristicEnemySMAX on the same map and batch, and their ratio (raw / ours; the target
+is <= 1.5). MMM2 has no raw counterpart (SMAX has no medivac).
+
+    python experiments/bench_envs.py [--maps 3m 8m] [--batches 1 8 64] [--total-steps 30000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+from jaxmarl.environments.smax import HeuristicEnemySMAX, map_name_to_scenario
+
+import envs
+from envs.rollout import make_random_rollout, random_available_actions
+
+
+def time_rollout(rollout, key: jax.Array) -> float:
+    """Seconds of one call after a compile call."""
+    jax.block_until_ready(rollout(key))
+    start = time.perf_counter()
+    jax.block_until_ready(rollout(jax.random.fold_in(key, 1)))
+    return time.perf_counter() - start
+
+
+def make_raw_rollout(map_name: str, n_envs: int, n_steps: int, episode_limit: int):
+    """JaxMARL's HeuristicEnemySMAX with its own auto-resetting step, random avail actions."""
+    env = HeuristicEnemySMAX(scenario=map_name_to_scenario(map_name), max_steps=episode_limit)
+    agents = env.agents
+
+    def rollout(key: jax.Array) -> jax.Array:
+        reset_key, scan_key = jax.random.split(key)
+        _, state = jax.vmap(env.reset)(jax.random.split(reset_key, n_envs))
+
+        def body(carry, step_key):
+            state, reward_sum = carry
+            action_key, env_key = jax.random.split(step_key)
+            avail = jax.vmap(env.get_avail_actions)(state)
+            avail = jnp.stack([avail[a] for a in agents], axis=1).astype(bool)
+            actions = random_available_actions(action_key, avail)
+            action_dict = {a: actions[:, i] for i, a in enumerate(agents)}
+            _, state, rewards, _, _ = jax.vmap(env.step)(
+                jax.random.split(env_key, n_envs), state, action_dict
+            )
+            return (state, reward_sum + rewards[agents[0]].sum()), None
+
+        (_, reward_sum), _ = jax.lax.scan(
+            body, (state, jnp.float32(0.0)), jax.random.split(scan_key, n_steps)
+        )
+        return reward_sum
+
+    return jax.jit(rollout)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--maps", nargs="+", default=["3m", "8m", "3s5z", "MMM2"])
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 8, 64])
+    parser.add_argument("--total-steps", type=int, default=30_000)
+    args = parser.parse_args()
+    key = jax.random.PRNGKey(0)
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}; random policy, sight 0")
+    print(f"{'map':<8} {'envs':>5} {'ours steps/s':>13} {'raw steps/s':>12} {'raw/ours':>9}")
+    for map_name in args.maps:
+        env = envs.make(map_name, sight_range=0.0)
+        for n_envs in args.batches:
+            n_steps = max(100, args.total_steps // n_envs)
+            ours = n_envs * n_steps / time_rollout(make_random_rollout(env, n_envs, n_steps), key)
+            if map_name in envs.smax.MAPS and env.spec.has_medivac:
+                raw_text, ratio_text = "n/a", "n/a"
+            else:
+                raw_rollout = make_raw_rollout(map_name, n_envs, n_steps, env.episode_limit)
+                raw = n_envs * n_steps / time_rollout(raw_rollout, key)
+                raw_text, ratio_text = f"{raw:12,.0f}", f"{raw / ours:9.2f}"
+            print(
+                f"{map_name:<8} {n_envs:>5} {ours:13,.0f} {raw_text:>12} {ratio_text:>9}",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
