@@ -1,80 +1,62 @@
-"""Environments in worker processes, stepped in batches from the host (the host path).
+"""Real StarCraft II behind the worker pool of envs/pool.py (``WorkerPool("smac", ...)``).
 
-:class:`WorkerPool` starts ``n_workers`` processes (multiprocessing "spawn" or "forkserver"
-context: JAX is not fork-safe). Each owns one environment and talks to the host over its own
-pipe. Per step the host sends one action row to every live worker, then gathers the replies and
-stacks them into a :class:`~envs.spec.TimeStep` of numpy arrays with a leading worker axis.
-Two worker backends speak the same protocol:
+The worker env wraps ``smac.env.StarCraft2Env(map_name=...)`` from the SMAC repository (not the
+PyPI package named ``smac``; see :func:`require_smac`). :mod:`envs.pool` imports this module
+only when the "smac" backend is used; the pool's public names are re-exported here too.
 
-``"smac"``  real StarCraft II: ``smac.env.StarCraft2Env(map_name=...)`` from the SMAC repository
-            (not the PyPI package named ``smac``; see :func:`require_smac`).
-``"smax"``  any environment of this project, ``envs.make(map_name, **env_options)`` (or a
-            picklable ``make_env``), jitted once per worker and exposed numpy in / numpy out.
-
-Episode protocol. :meth:`WorkerPool.run_episodes` runs synchronous rounds, like PyMARL's parallel
-runner: at the start of a round up to ``n_workers`` workers reset; each step the host calls
-``act_fn(timestep, first)`` once on a fixed-size batch of ``n_workers`` rows, sends the live
-rows' actions, and workers whose episode ended idle (their row repeats the final TimeStep with
-``reward=0``, exactly the absorbing semantics of envs/spec.py) until the whole round is done.
-Rows that take no part in the round (or whose worker crashed) hold a placeholder: zeros,
-``done=True`` and every action available. Their actions are ignored. Finished episodes are
-returned as one :class:`EpisodeBatch` in the padded layout of the fused path (TimeStep leaves
-``[B, T + 1, ...]`` with ``T = info.episode_limit``, actions ``[B, T, n_agents]``, masks from
-``done``). :meth:`WorkerPool.reset` and :meth:`WorkerPool.step` are the low-level verbs under it.
-
-Faults. A worker that dies, raises, or does not answer within ``timeout`` seconds is replaced
-by a fresh process (new seed stream). Only its current episode is dropped: the drop is logged
-as a warning, returned (:attr:`StepResult.dropped`, :attr:`Rollout.dropped`) and kept in
-:attr:`WorkerPool.dropped`. An episode SMAC itself gives up on (it lost its connection to the game
-and restarted StarCraft II, returning ``terminated`` with an empty ``info``) is dropped the same
-way without replacing the process. Actions are checked on the host before anything is sent:
-an unavailable or out-of-range action raises :class:`InvalidActionError` naming worker, agent
-and action. ``close()``, leaving a ``with`` block, garbage collection and interpreter exit all
-shut the workers down (they also exit by themselves when the host's end of the pipe closes).
-
-Real SMAC details. Agents see ``sight_range`` (``env_options["sight_range"]``; None keeps SMAC's
-9): the worker shadows ``unit_sight_range`` on its StarCraft2Env instance, which
-``get_obs_agent`` consults for visibility (``distance < sight``) and for scaling the relative
-features. Sight 0 therefore hides every other unit (nothing is closer than 0, and nothing is
-divided by 0); it equals the paper authors' 1e-10 except for units at exactly the same spot. For
+Sight. Agents see ``sight_range`` (``env_options["sight_range"]``; None keeps SMAC's 9): the
+worker shadows ``unit_sight_range`` on its StarCraft2Env instance, which ``get_obs_agent``
+consults for visibility (``distance < sight``) and for scaling the relative features. Sight 0
+therefore hides every other unit (nothing is closer than 0, and nothing is divided by 0); it
+equals the paper authors' 1e-10 except for units at exactly the same spot. For
 ``0 < sight < 9`` SMAC scales the visible units' relative features by the reduced sight (our SMAX
 maps keep a fixed scale). ``expert_view="full_obs"`` recomputes the observation with SMAC's own
 sight (the override switched off); ``"state"`` is ``get_state()`` plus the agent's one-hot id.
 Attack availability is SMAC's (shoot range, whatever the sight), as in the authors' code.
 
-Time limits on real SMAC. SMAC ends an episode when the battle is decided, or when its step count
-reaches ``episode_limit``, and reports the latter as ``info["episode_limit"] = True`` only when
-the env flag ``continuing_episode`` is set; the flag changes nothing else. The worker therefore
-always creates the env with ``continuing_episode=True`` and sets ``truncated`` from that key
-(a battle decided on the last step is a real ending, as SMAC checks the battle first).
+Time limits. SMAC ends an episode when the battle is decided, or when its step count reaches
+``episode_limit``, and reports the latter as ``info["episode_limit"] = True`` only when the env
+flag ``continuing_episode`` is set; the flag changes nothing else. The worker therefore always
+creates the env with ``continuing_episode=True`` and sets ``truncated`` from that key (a battle
+decided on the last step is a real ending, as SMAC checks the battle first).
 ``env_options["episode_limit"]`` may shorten SMAC's per-map limit. ``won`` is
 ``info["battle_won"]``.
+
+Faults. An episode SMAC gives up on (it lost its connection to the game and restarted
+StarCraft II, returning ``terminated`` with an empty ``info``) raises
+:class:`~envs.pool.EpisodeFault` in the worker: the pool drops it without replacing the process.
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import importlib
 import importlib.util
 import logging
-import math
-import multiprocessing
-import multiprocessing.connection as mp_connection
 import os
-import signal
-import sys
-import time
-import traceback
-import weakref
-from collections.abc import Callable, Mapping, Sequence
-from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
-from typing import Any, Literal
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
-from envs.spec import EnvInfo, TimeStep
+from envs.pool import (
+    DroppedEpisode,
+    EpisodeBatch,
+    EpisodeFault,
+    FaultInjection,
+    Rollout,
+    Row,
+    StepResult,
+    WorkerPool,
+    WorkerPoolError,
+    WorkerSpec,
+)
+from envs.spec import (
+    EnvInfo,
+    InvalidActionError,
+    check_actions,
+    validate_expert_view,
+    validate_sight_range,
+)
 
 __all__ = [
     "SMAC_INSTALL_HELP",
@@ -84,33 +66,16 @@ __all__ = [
     "InvalidActionError",
     "Rollout",
     "SmacNotAvailableError",
+    "SmacWorkerEnv",
     "StepResult",
     "WorkerPool",
     "WorkerPoolError",
     "check_actions",
+    "check_smac_backend",
     "require_smac",
 ]
 
 logger = logging.getLogger(__name__)
-
-Backend = Literal["smax", "smac"]
-ActFn = Callable[[TimeStep, np.ndarray], Any]
-"""``act_fn(timestep, first) -> actions``: timestep leaves [n_workers, ...], first [n_workers]
-bool (row starts an episode this step), actions [n_workers, n_agents] int."""
-
-FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TimeStep))
-_DTYPES: dict[str, Any] = {
-    "obs": np.float32,
-    "expert_obs": np.float32,
-    "state": np.float32,
-    "avail": np.bool_,
-    "reward": np.float32,
-    "done": np.bool_,
-    "won": np.bool_,
-    "truncated": np.bool_,
-}
-Row = tuple[np.ndarray, ...]  # one worker's TimeStep, fields in FIELDS order, no batch axis
-_AVAIL, _REWARD, _DONE = FIELDS.index("avail"), FIELDS.index("reward"), FIELDS.index("done")
 
 SMAC_INSTALL_HELP = """\
 To use backend="smac" (real StarCraft II):
@@ -126,150 +91,6 @@ The JAX maps (backend="smax", or envs.make) need none of this."""
 
 class SmacNotAvailableError(ImportError):
     """Real SMAC cannot be used here; the message says why and how to install it."""
-
-
-class WorkerPoolError(RuntimeError):
-    """A worker could not be started (or restarted), or broke the worker protocol."""
-
-
-class InvalidActionError(ValueError):
-    """An action the host was asked to send is unavailable, out of range or malformed."""
-
-
-class EpisodeFault(RuntimeError):
-    """Raised inside a worker: the environment gave up on the current episode (drop it)."""
-
-
-# ---------------------------------------------------------------------------- records
-
-
-@dataclasses.dataclass(frozen=True)
-class DroppedEpisode:
-    """An episode lost to a worker fault.
-
-    worker: worker index; pid: the process that failed; step: transitions the episode had
-    taken; reason: what happened; restarted: whether the process was replaced.
-    """
-
-    worker: int
-    pid: int | None
-    step: int
-    reason: str
-    restarted: bool
-
-
-@dataclasses.dataclass(frozen=True)
-class FaultInjection:
-    """Test-only: make worker ``worker`` fail on its ``at_step``-th step command (1-based,
-    counted from process start). ``mode="exit"`` kills the process (``os._exit``), ``"raise"``
-    raises inside the worker, ``"hang"`` never answers (the pool's ``timeout`` catches it).
-    Applies to the first process of that worker only, so the replacement runs normally."""
-
-    worker: int
-    at_step: int
-    mode: Literal["exit", "raise", "hang"] = "exit"
-
-
-@dataclasses.dataclass(frozen=True)
-class StepResult:
-    """What :meth:`WorkerPool.step` returns.
-
-    timestep:  TimeStep, every leaf [n, ...] numpy (n = number of workers stepped); rows of
-               dropped episodes are placeholders (zeros, done=True, all actions available)
-    worker_ids: [n] int64, the worker of each row
-    dropped_mask: [n] bool, True where the episode was dropped during this step
-    dropped:   the DroppedEpisode records of this step
-    """
-
-    timestep: TimeStep
-    worker_ids: np.ndarray
-    dropped_mask: np.ndarray
-    dropped: tuple[DroppedEpisode, ...]
-
-
-@dataclasses.dataclass(frozen=True)
-class EpisodeBatch:
-    """Finished episodes in the fused path's padded layout (numpy), T = info.episode_limit.
-
-    timestep: TimeStep with leaves [B, T + 1, ...]: index 0 is the reset TimeStep, index t + 1
-              follows action t. After the episode ends the last TimeStep repeats with reward 0
-              (the absorbing semantics of envs/spec.py).
-    actions:  [B, T, n_agents] int32; after the end, each agent's first available action
-    length:   [B] int32, real transitions per episode (1..T)
-    worker:   [B] int32, the worker that played each episode
-    """
-
-    timestep: TimeStep
-    actions: np.ndarray
-    length: np.ndarray
-    worker: np.ndarray
-
-    @property
-    def mask(self) -> np.ndarray:
-        """[B, T] bool: transition t is real (the TimeStep it starts from is not done)."""
-        return ~np.asarray(self.timestep.done)[:, :-1]
-
-    @property
-    def returns(self) -> np.ndarray:
-        """[B] float32: undiscounted episode returns."""
-        return np.asarray(self.timestep.reward).sum(axis=1, dtype=np.float32)
-
-    @property
-    def won(self) -> np.ndarray:
-        """[B] bool: the episode ended in a win."""
-        return np.asarray(self.timestep.won)[:, -1]
-
-    def __len__(self) -> int:
-        return int(self.length.shape[0])
-
-
-@dataclasses.dataclass(frozen=True)
-class Rollout:
-    """What :meth:`WorkerPool.run_episodes` returns: exactly ``n_episodes`` finished episodes,
-    the episodes dropped on the way, and the number of synchronous rounds it took."""
-
-    episodes: EpisodeBatch
-    dropped: tuple[DroppedEpisode, ...]
-    rounds: int
-
-    @property
-    def env_steps(self) -> int:
-        """Transitions in the returned episodes."""
-        return int(self.episodes.length.sum())
-
-
-# ---------------------------------------------------------------------------- host checks
-
-
-def check_actions(
-    actions: Any, avail: np.ndarray, worker_ids: Sequence[int] | np.ndarray
-) -> np.ndarray:
-    """Validate actions on the host; return them as int32 [n, n_agents].
-
-    actions: [n, n_agents] integers; avail: [n, n_agents, n_actions] bool; worker_ids: [n].
-    Raises InvalidActionError naming the first bad worker / agent / action.
-    """
-    avail = np.asarray(avail, dtype=bool)
-    n, n_agents, n_actions = avail.shape
-    arr = np.asarray(actions)
-    if arr.shape != (n, n_agents):
-        raise InvalidActionError(
-            f"actions must have shape [{n}, {n_agents}] (live workers, agents), got {arr.shape}"
-        )
-    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
-        raise InvalidActionError(f"actions must be integers, got dtype {arr.dtype}")
-    in_range = (arr >= 0) & (arr < n_actions)
-    chosen = np.take_along_axis(avail, np.clip(arr, 0, n_actions - 1)[..., None], axis=-1)[..., 0]
-    bad = ~(in_range & chosen)
-    if bad.any():
-        row, agent = (int(i) for i in np.argwhere(bad)[0])
-        action = int(arr[row, agent])
-        what = "out of range" if not in_range[row, agent] else "not available"
-        raise InvalidActionError(
-            f"worker {int(worker_ids[row])}, agent {agent}: action {action} is {what} "
-            f"(available: {np.flatnonzero(avail[row, agent]).tolist()}); nothing was sent"
-        )
-    return arr.astype(np.int32)
 
 
 def _sc2_path() -> str:
@@ -317,90 +138,6 @@ def require_smac(map_name: str | None = None) -> None:
             logger.warning("SMAC map file %s not found; StarCraft II may fail to load it", map_file)
 
 
-# ---------------------------------------------------------------------------- worker side
-
-
-def _worker_seed(seed: int, index: int, generation: int) -> int:
-    """A 31-bit seed for one process of one worker (new stream after every restart)."""
-    return int(np.random.SeedSequence([seed, index, generation]).generate_state(1)[0] >> 1)
-
-
-@dataclasses.dataclass(frozen=True)
-class _WorkerSpec:
-    """Everything a worker process needs (pickled to the child)."""
-
-    backend: str
-    map_name: str
-    index: int
-    generation: int
-    seed: int
-    env_options: dict[str, Any]
-    make_env: Callable[..., Any] | None
-    platform: str | None
-    compile_cache_dir: str | None
-    crash_at_step: int | None
-    crash_mode: str
-
-
-class _JaxWorkerEnv:
-    """One envs.spec environment, jitted, numpy in / numpy out (runs inside a worker)."""
-
-    def __init__(self, spec: _WorkerSpec) -> None:
-        import jax
-        import jax.numpy as jnp
-
-        if spec.platform is not None:
-            jax.config.update("jax_platforms", spec.platform)
-        if spec.compile_cache_dir is not None:
-            jax.config.update("jax_compilation_cache_dir", spec.compile_cache_dir)
-            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-            jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
-        if spec.make_env is None:
-            import envs
-
-            env = envs.make(spec.map_name, **spec.env_options)
-        else:
-            env = spec.make_env(spec.map_name, **spec.env_options)
-        self.info: EnvInfo = env.info
-
-        def reset(key: jax.Array) -> tuple[jax.Array, TimeStep, Any]:
-            key, sub = jax.random.split(key)
-            timestep, state = env.reset(sub)
-            return key, timestep, state
-
-        def step(key: jax.Array, state: Any, actions: jax.Array) -> tuple[jax.Array, TimeStep, Any]:
-            key, sub = jax.random.split(key)
-            timestep, state = env.step(sub, state, actions)
-            return key, timestep, state
-
-        self._jax, self._jnp = jax, jnp
-        self._reset, self._step = jax.jit(reset), jax.jit(step)
-        self._key = jax.random.key(spec.seed)
-        self._state: Any = None
-        # Compile both functions now, so that "ready" means ready.
-        _, _, state = self._reset(self._key)
-        warm = self._step(self._key, state, jnp.zeros((self.info.n_agents,), jnp.int32))
-        jax.block_until_ready(warm)
-
-    def _row(self, timestep: TimeStep) -> Row:
-        host = self._jax.device_get(timestep)
-        return tuple(np.asarray(getattr(host, name)) for name in FIELDS)
-
-    def reset(self) -> Row:
-        self._key, timestep, self._state = self._reset(self._key)
-        return self._row(timestep)
-
-    def step(self, actions: np.ndarray) -> Row:
-        if self._state is None:
-            raise RuntimeError("step before reset")
-        actions = self._jnp.asarray(actions, self._jnp.int32)
-        self._key, timestep, self._state = self._step(self._key, self._state, actions)
-        return self._row(timestep)
-
-    def close(self) -> None:
-        self._state = None
-
-
 class _SightOverride:
     """Stands in for ``StarCraft2Env.unit_sight_range`` on one instance: ``value`` if set,
     else SMAC's own answer."""
@@ -413,13 +150,17 @@ class _SightOverride:
         return self.default(agent_id) if self.value is None else self.value
 
 
+def check_smac_backend(map_name: str, env_options: Mapping[str, Any]) -> None:
+    """Host-side checks before a "smac" pool starts: the options, then :func:`require_smac`."""
+    _check_smac_options(dict(env_options))
+    require_smac(map_name)
+
+
 def _check_smac_options(options: dict[str, Any]) -> tuple[float | None, str, int | None]:
     """Pop and check our options from SMAC env_options (the rest goes to StarCraft2Env):
     returns (sight_range, expert_view, episode_limit); forces continuing_episode=True."""
-    sight = _check_sight(options.pop("sight_range", None))
-    expert_view = options.pop("expert_view", "full_obs")
-    if expert_view not in ("full_obs", "state"):
-        raise ValueError(f"expert_view must be 'full_obs' or 'state', got {expert_view!r}")
+    sight = validate_sight_range(options.pop("sight_range", None))
+    expert_view = validate_expert_view(options.pop("expert_view", "full_obs"))
     limit = options.pop("episode_limit", None)
     if limit is not None and (isinstance(limit, bool) or int(limit) != limit or limit < 1):
         raise ValueError(f"episode_limit must be a positive integer, got {limit!r}")
@@ -432,10 +173,10 @@ def _check_smac_options(options: dict[str, Any]) -> tuple[float | None, str, int
     return sight, expert_view, None if limit is None else int(limit)
 
 
-class _SmacWorkerEnv:
+class SmacWorkerEnv:
     """A real ``smac.env.StarCraft2Env`` behind the worker protocol (runs inside a worker)."""
 
-    def __init__(self, spec: _WorkerSpec) -> None:
+    def __init__(self, spec: WorkerSpec) -> None:
         options = dict(spec.env_options)
         sight, expert_view, limit = _check_smac_options(options)
         options.setdefault("seed", spec.seed)
@@ -506,17 +247,6 @@ class _SmacWorkerEnv:
         self.env.close()
 
 
-def _check_sight(value: Any) -> float | None:
-    """None or a finite number >= 0 (as float)."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float | np.number):
-        raise ValueError(f"sight_range must be None or a number >= 0, got {value!r}")
-    if not math.isfinite(float(value)) or value < 0:
-        raise ValueError(f"sight_range must be finite and >= 0, got {value!r}")
-    return float(value)
-
-
 def _parse_absl_flags() -> None:
     """pysc2 reads absl flags; parse them once with no arguments (the worker's argv is not
     ours), otherwise pysc2 raises UnparsedFlagAccessError when it starts the game."""
@@ -527,587 +257,3 @@ def _parse_absl_flags() -> None:
             flags.FLAGS(["igmda-smac-worker"], known_only=True)
     except Exception:  # absl missing or already handled: pysc2 will say what is wrong
         pass
-
-
-def _worker_main(conn: Connection, spec: _WorkerSpec) -> None:
-    """Worker process body. Messages host -> worker: ("reset", None), ("step", actions
-    [n_agents] int32), ("close", None). Worker -> host: ("ready", EnvInfo), ("row", Row),
-    ("drop", reason) for an episode the env gave up on, ("error", traceback) before exiting."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the host's to handle
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # run `finally` (closes SC2)
-    env: _JaxWorkerEnv | _SmacWorkerEnv | None = None
-    try:
-        env = _SmacWorkerEnv(spec) if spec.backend == "smac" else _JaxWorkerEnv(spec)
-        conn.send(("ready", env.info))
-        n_steps = 0
-        while True:
-            try:
-                kind, payload = conn.recv()
-            except EOFError:  # the host is gone
-                break
-            if kind == "close":
-                break
-            try:
-                if kind == "reset":
-                    reply = ("row", env.reset())
-                elif kind == "step":
-                    n_steps += 1
-                    if spec.crash_at_step is not None and n_steps == spec.crash_at_step:
-                        if spec.crash_mode == "exit":
-                            os._exit(3)
-                        while spec.crash_mode == "hang":
-                            time.sleep(60.0)
-                        raise RuntimeError(f"injected fault at step {n_steps}")
-                    reply = ("row", env.step(payload))
-                else:
-                    raise ValueError(f"unknown message {kind!r}")
-            except EpisodeFault as fault:
-                reply = ("drop", str(fault))
-            conn.send(reply)
-    except SystemExit:  # SIGTERM from the host: just clean up
-        pass
-    except BaseException:
-        with contextlib.suppress(Exception):
-            conn.send(("error", traceback.format_exc()))
-    finally:
-        if env is not None:
-            with contextlib.suppress(Exception):
-                env.close()
-        conn.close()
-
-
-# ---------------------------------------------------------------------------- host side
-
-
-@dataclasses.dataclass(eq=False)
-class _Slot:
-    """Host-side handle of one worker."""
-
-    index: int
-    process: BaseProcess
-    conn: Connection
-    generation: int
-    running: bool = False  # an episode is in progress (may be stepped)
-    steps: int = 0  # transitions in the current episode
-    last: Row | None = None  # the worker's latest TimeStep
-
-
-def _shutdown(slots: list[_Slot], timeout: float) -> None:
-    """Close every worker: polite message, then SIGTERM, then SIGKILL. Idempotent."""
-    for slot in slots:
-        with contextlib.suppress(Exception):
-            slot.conn.send(("close", None))
-    deadline = time.monotonic() + timeout
-    for slot in slots:
-        slot.process.join(max(0.0, deadline - time.monotonic()))
-    for slot in slots:
-        if slot.process.is_alive():
-            slot.process.terminate()
-            slot.process.join(5.0)
-        if slot.process.is_alive():
-            slot.process.kill()
-            slot.process.join(5.0)
-        with contextlib.suppress(Exception):
-            slot.conn.close()
-    slots.clear()
-
-
-class WorkerPool:
-    """``n_workers`` environments in worker processes, stepped in batches (see module doc).
-
-    Args:
-        backend: "smax" (``envs.make`` or ``make_env`` in each worker) or "smac" (StarCraft II).
-        map_name: map to build in every worker.
-        n_workers: number of processes (>= 1).
-        seed: base seed; process g of worker i uses a stream derived from (seed, i, g).
-        env_options: keyword options for the environment (sight_range, expert_view,
-            episode_limit, ...; for "smac" anything else goes to StarCraft2Env).
-        make_env: "smax" only: a picklable ``make_env(map_name, **env_options) -> Environment``
-            used instead of ``envs.make``.
-        context: "spawn" (default) or "forkserver"; "fork" is refused (JAX is not fork-safe).
-        timeout: seconds to wait for any reply before declaring a worker hung (None: forever).
-        start_timeout: seconds a (re)starting worker may take to report ready.
-        close_timeout: seconds ``close`` waits before terminating workers.
-        max_start_failures: consecutive failed restarts of one worker before giving up.
-        platform: JAX platform for "smax" workers (default "cpu"; None leaves JAX to choose).
-        compile_cache_dir: JAX persistent compilation cache for "smax" workers (restarts and
-            later pools then skip most compilation).
-        fault_injection: test-only, one :class:`FaultInjection` or several (distinct workers).
-    """
-
-    def __init__(
-        self,
-        backend: Backend,
-        map_name: str,
-        n_workers: int = 1,
-        seed: int = 0,
-        env_options: Mapping[str, Any] | None = None,
-        *,
-        make_env: Callable[..., Any] | None = None,
-        context: str = "spawn",
-        timeout: float | None = 300.0,
-        start_timeout: float | None = 600.0,
-        close_timeout: float = 30.0,
-        max_start_failures: int = 3,
-        platform: str | None = "cpu",
-        compile_cache_dir: str | os.PathLike[str] | None = None,
-        fault_injection: FaultInjection | Sequence[FaultInjection] | None = None,
-    ) -> None:
-        self._slots: list[_Slot] = []
-        self._finalizer = weakref.finalize(self, _shutdown, self._slots, close_timeout)
-        if backend not in ("smax", "smac"):
-            raise ValueError(f"backend must be 'smax' or 'smac', got {backend!r}")
-        if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1:
-            raise ValueError(f"n_workers must be an integer >= 1, got {n_workers!r}")
-        if context not in ("spawn", "forkserver"):
-            raise ValueError(
-                f"context must be 'spawn' or 'forkserver', got {context!r} (JAX is not fork-safe)"
-            )
-        if backend == "smac":
-            if make_env is not None:
-                raise ValueError("make_env is for backend='smax' only")
-            _check_smac_options(dict(env_options or {}))
-            require_smac(map_name)
-        self.backend: Backend = backend
-        self.map_name = map_name
-        self.n_workers = n_workers
-        self.seed = int(seed)
-        self.env_options: dict[str, Any] = dict(env_options or {})
-        self.timeout = timeout
-        self.start_timeout = start_timeout
-        self.max_start_failures = int(max_start_failures)
-        self.dropped: list[DroppedEpisode] = []
-        self._make_env = make_env
-        self._platform = platform
-        self._cache_dir = None if compile_cache_dir is None else os.fspath(compile_cache_dir)
-        faults = [fault_injection] if isinstance(fault_injection, FaultInjection) else []
-        if fault_injection is not None and not isinstance(fault_injection, FaultInjection):
-            faults = list(fault_injection)
-        self._faults = {fault.worker: fault for fault in faults}
-        self._ctx = multiprocessing.get_context(context)
-        self.info: EnvInfo
-        try:
-            for i in range(n_workers):
-                self._slots.append(self._spawn(i, 0))
-            infos = [self._await_ready(slot) for slot in list(self._slots)]
-        except BaseException:
-            self.close()
-            raise
-        failed = [(i, msg) for i, msg in enumerate(infos) if isinstance(msg, str)]
-        if failed:
-            self.close()
-            index, message = failed[0]
-            raise WorkerPoolError(f"worker {index} failed to start:\n{message}")
-        if any(info != infos[0] for info in infos):
-            self.close()
-            raise WorkerPoolError(f"workers disagree on EnvInfo: {infos}")
-        self.info = infos[0]
-        self._placeholder = _placeholder_row(self.info)
-
-    # ------------------------------------------------------------------ processes
-    def _spawn(self, index: int, generation: int) -> _Slot:
-        fault = self._faults.get(index) if generation == 0 else None
-        spec = _WorkerSpec(
-            backend=self.backend,
-            map_name=self.map_name,
-            index=index,
-            generation=generation,
-            seed=_worker_seed(self.seed, index, generation),
-            env_options=self.env_options,
-            make_env=self._make_env,
-            platform=self._platform,
-            compile_cache_dir=self._cache_dir,
-            crash_at_step=None if fault is None else fault.at_step,
-            crash_mode="exit" if fault is None else fault.mode,
-        )
-        host_end, worker_end = self._ctx.Pipe(duplex=True)
-        process = self._ctx.Process(
-            target=_worker_main,
-            args=(worker_end, spec),
-            name=f"igmda-{self.backend}-worker-{index}",
-            daemon=True,
-        )
-        try:
-            process.start()
-        finally:
-            worker_end.close()
-        return _Slot(index=index, process=process, conn=host_end, generation=generation)
-
-    def _await_ready(self, slot: _Slot) -> EnvInfo | str:
-        """The worker's EnvInfo, or a string saying why it did not start."""
-        reply = self._gather([slot], self.start_timeout)[slot.index]
-        if reply[0] == "ready":
-            return reply[1]
-        return reply[1] if reply[0] in ("error", "dead") else f"unexpected reply {reply[0]!r}"
-
-    def _kill(self, slot: _Slot) -> None:
-        if slot.process.is_alive():
-            slot.process.terminate()
-            slot.process.join(5.0)
-        if slot.process.is_alive():
-            slot.process.kill()
-        slot.process.join(5.0)
-        with contextlib.suppress(Exception):
-            slot.conn.close()
-
-    def _restart(self, slot: _Slot) -> None:
-        """Replace the worker's process by a fresh one (idle, needs reset)."""
-        self._kill(slot)
-        generation, failures = slot.generation, 0
-        while True:
-            generation += 1
-            new = self._spawn(slot.index, generation)
-            self._slots[slot.index] = new
-            result = self._await_ready(new)
-            if isinstance(result, EnvInfo):
-                if result != self.info:
-                    raise WorkerPoolError(f"restarted worker {slot.index} reports {result}")
-                logger.info("worker %d restarted (pid %s)", slot.index, new.process.pid)
-                return
-            failures += 1
-            self._kill(new)
-            slot = new
-            logger.warning("worker %d failed to restart (%d): %s", slot.index, failures, result)
-            if failures >= self.max_start_failures:
-                raise WorkerPoolError(
-                    f"worker {slot.index} failed to restart {failures} times; last error:\n{result}"
-                )
-
-    def _gather(self, slots: Sequence[_Slot], timeout: float | None) -> dict[int, tuple[str, Any]]:
-        """One reply per slot: the worker's message, or ("dead", reason) if it died/hung."""
-        replies: dict[int, tuple[str, Any]] = {}
-        pending = {slot.conn: slot for slot in slots}
-        by_sentinel = {slot.process.sentinel: slot for slot in slots}
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while pending:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            waitables = [*pending, *(s.process.sentinel for s in pending.values())]
-            ready = mp_connection.wait(waitables, timeout=left)
-            if not ready:
-                for slot in pending.values():
-                    replies[slot.index] = ("dead", f"no reply within {timeout} s (hung)")
-                break
-            for obj in ready:
-                slot = pending.get(obj) if isinstance(obj, Connection) else by_sentinel.get(obj)
-                if slot is None or slot.conn not in pending:
-                    continue
-                if isinstance(obj, Connection) or slot.conn.poll():
-                    try:
-                        replies[slot.index] = slot.conn.recv()
-                    except (EOFError, OSError):
-                        replies[slot.index] = ("dead", self._death(slot))
-                else:
-                    replies[slot.index] = ("dead", self._death(slot))
-                del pending[slot.conn]
-        return replies
-
-    @staticmethod
-    def _death(slot: _Slot) -> str:
-        slot.process.join(1.0)
-        return f"process {slot.process.pid} died (exit code {slot.process.exitcode})"
-
-    # ------------------------------------------------------------------ state
-    @property
-    def pids(self) -> list[int]:
-        """Current process id of every worker, [n_workers]."""
-        return [int(slot.process.pid or -1) for slot in self._slots]
-
-    @property
-    def running(self) -> np.ndarray:
-        """[n_workers] bool: the worker has an episode in progress."""
-        return np.array([slot.running for slot in self._slots], dtype=bool)
-
-    @property
-    def live_ids(self) -> np.ndarray:
-        """[n_live] int64: workers with an episode in progress, ascending."""
-        return np.flatnonzero(self.running)
-
-    @property
-    def closed(self) -> bool:
-        return not self._slots
-
-    def _check_open(self) -> None:
-        if self.closed:
-            raise WorkerPoolError("the pool is closed")
-
-    def _ids(self, worker_ids: Sequence[int] | np.ndarray | None) -> np.ndarray:
-        ids = np.arange(self.n_workers) if worker_ids is None else np.asarray(worker_ids)
-        ids = ids.astype(np.int64).reshape(-1)
-        if np.any((ids < 0) | (ids >= self.n_workers)) or len(np.unique(ids)) != len(ids):
-            raise ValueError(f"worker_ids must be distinct indices below {self.n_workers}: {ids}")
-        return ids
-
-    def _stack(self, rows: Sequence[Row]) -> TimeStep:
-        """Stack rows into a TimeStep with leaves [len(rows), ...]."""
-        return TimeStep(**{name: np.stack([r[k] for r in rows]) for k, name in enumerate(FIELDS)})
-
-    def _checked_row(self, slot: _Slot, row: Any) -> Row:
-        info = self.info
-        shapes = {
-            "obs": (info.n_agents, info.obs_dim),
-            "expert_obs": (info.n_agents, info.expert_dim),
-            "state": (info.state_dim,),
-            "avail": (info.n_agents, info.n_actions),
-        }
-        out = []
-        for name, value in zip(FIELDS, row, strict=True):
-            arr = np.asarray(value).astype(_DTYPES[name], copy=False)
-            if arr.shape != shapes.get(name, ()):
-                raise WorkerPoolError(
-                    f"worker {slot.index} sent {name} of shape {arr.shape}, "
-                    f"expected {shapes.get(name, ())}"
-                )
-            out.append(arr)
-        return tuple(out)
-
-    def _drop(self, slot: _Slot, reason: str, restart: bool) -> DroppedEpisode:
-        record = DroppedEpisode(
-            worker=slot.index,
-            pid=slot.process.pid,
-            step=slot.steps,
-            reason=reason.strip().splitlines()[-1] if reason.strip() else reason,
-            restarted=restart,
-        )
-        logger.warning(
-            "worker %d (pid %s): %s; episode dropped after %d steps%s",
-            slot.index,
-            slot.process.pid,
-            reason.strip(),
-            slot.steps,
-            "; restarting the worker" if restart else "",
-        )
-        slot.running, slot.steps, slot.last = False, 0, None
-        self.dropped.append(record)
-        if restart:
-            self._restart(slot)
-        return record
-
-    # ------------------------------------------------------------------ verbs
-    def reset(self, worker_ids: Sequence[int] | np.ndarray | None = None) -> TimeStep:
-        """Start a new episode on ``worker_ids`` (default all); any episode they were playing is
-        abandoned. A worker that fails here is restarted and reset again (nothing is dropped).
-
-        Returns the first TimeStep of each, leaves [len(worker_ids), ...] numpy.
-        """
-        self._check_open()
-        ids = self._ids(worker_ids)
-        todo = [int(i) for i in ids]
-        rows: dict[int, Row] = {}
-        attempts = 0
-        while todo:
-            slots = [self._slots[i] for i in todo]
-            sent = self._send(slots, [("reset", None)] * len(slots))
-            replies = self._gather(sent, self.timeout)
-            failed = []
-            for slot in slots:
-                kind, payload = replies.get(slot.index, ("dead", "could not send"))
-                if kind == "row":
-                    rows[slot.index] = self._checked_row(slot, payload)
-                    slot.running, slot.steps, slot.last = True, 0, rows[slot.index]
-                else:
-                    failed.append(slot.index)
-                    logger.warning("worker %d failed on reset: %s", slot.index, str(payload))
-                    slot.running = False
-                    if kind != "drop":
-                        self._restart(slot)
-            todo = failed
-            attempts += 1
-            if todo and attempts > self.max_start_failures:
-                raise WorkerPoolError(f"workers {todo} keep failing on reset")
-        return self._stack([rows[int(i)] for i in ids])
-
-    def _send(self, slots: Sequence[_Slot], messages: Sequence[tuple[str, Any]]) -> list[_Slot]:
-        """Send one message per slot; return the slots that received theirs."""
-        sent = []
-        for slot, message in zip(slots, messages, strict=True):
-            try:
-                slot.conn.send(message)
-                sent.append(slot)
-            except (OSError, ValueError):
-                pass
-        return sent
-
-    def step(
-        self, actions: Any, worker_ids: Sequence[int] | np.ndarray | None = None
-    ) -> StepResult:
-        """Step the workers ``worker_ids`` (default: every worker with an episode in progress,
-        ascending, see :attr:`live_ids`) with ``actions`` [n, n_agents] int.
-
-        Actions are validated against each worker's latest ``avail`` first; a bad one raises
-        InvalidActionError and nothing is sent. A worker that fails during the step is replaced
-        and its episode dropped (row = placeholder, ``dropped_mask`` True).
-        """
-        self._check_open()
-        ids = self.live_ids if worker_ids is None else self._ids(worker_ids)
-        if len(ids) == 0:
-            raise WorkerPoolError("no episode in progress; call reset() first")
-        idle = [int(i) for i in ids if not self._slots[i].running]
-        if idle:
-            raise WorkerPoolError(f"workers {idle} have no episode in progress; reset them first")
-        slots = [self._slots[int(i)] for i in ids]
-        avail = np.stack([slot.last[_AVAIL] for slot in slots])  # type: ignore[index]
-        acts = check_actions(actions, avail, ids)
-        sent = self._send(slots, [("step", a) for a in acts])
-        replies = self._gather(sent, self.timeout)
-        rows: list[Row] = []
-        mask = np.zeros(len(slots), dtype=bool)
-        records: list[DroppedEpisode] = []
-        for k, slot in enumerate(slots):
-            kind, payload = replies.get(slot.index, ("dead", "could not send to the worker"))
-            if kind == "row":
-                row = self._checked_row(slot, payload)
-                slot.steps += 1
-                slot.last = row
-                slot.running = not bool(row[_DONE])
-                rows.append(row)
-                continue
-            mask[k] = True
-            rows.append(self._placeholder)
-            if kind == "drop":
-                records.append(self._drop(slot, f"environment fault: {payload}", restart=False))
-            elif kind == "error":
-                records.append(self._drop(slot, f"worker raised:\n{payload}", restart=True))
-            else:
-                records.append(self._drop(slot, str(payload), restart=True))
-        return StepResult(self._stack(rows), ids, mask, tuple(records))
-
-    def run_episodes(self, act_fn: ActFn, n_episodes: int) -> Rollout:
-        """Play until ``n_episodes`` episodes have finished; return them (see module doc).
-
-        ``act_fn(timestep, first) -> actions`` is called once per step with a TimeStep of leaves
-        [n_workers, ...] and ``first`` [n_workers] bool (True where a row begins an episode;
-        reset recurrent state there); it returns actions [n_workers, n_agents] int, of which
-        only the live rows are used (and validated). Dropped episodes are replaced by extra
-        rounds; a round that loses all its episodes five times in a row raises. Episodes come
-        in order of round, then worker.
-        """
-        self._check_open()
-        if isinstance(n_episodes, bool) or not isinstance(n_episodes, int) or n_episodes < 1:
-            raise ValueError(f"n_episodes must be an integer >= 1, got {n_episodes!r}")
-        limit = self.info.episode_limit
-        finished: list[tuple[int, list[Row], list[np.ndarray]]] = []
-        dropped: list[DroppedEpisode] = []
-        rounds = failed_rounds = 0
-        while len(finished) < n_episodes:
-            ids = np.arange(min(self.n_workers, n_episodes - len(finished)))
-            rows = [self._placeholder] * self.n_workers
-            first = np.zeros(self.n_workers, dtype=bool)
-            start = self.reset(ids)
-            trajectories: dict[int, tuple[list[Row], list[np.ndarray]]] = {}
-            for k, i in enumerate(ids):
-                row = tuple(np.asarray(getattr(start, name))[k] for name in FIELDS)
-                rows[i] = row
-                trajectories[int(i)] = ([row], [])
-                first[i] = True
-            live = [int(i) for i in ids]
-            round_done: list[tuple[int, list[Row], list[np.ndarray]]] = []
-            while live:
-                actions = np.asarray(act_fn(self._stack(rows), first.copy()))
-                if actions.shape[:1] != (self.n_workers,):
-                    raise InvalidActionError(
-                        f"act_fn must return [{self.n_workers}, {self.info.n_agents}] actions, "
-                        f"got shape {actions.shape}"
-                    )
-                first[:] = False
-                result = self.step(actions[live], worker_ids=live)
-                dropped.extend(result.dropped)
-                for k, i in enumerate(result.worker_ids.tolist()):
-                    if result.dropped_mask[k]:
-                        rows[i] = self._placeholder
-                        del trajectories[i]
-                        live.remove(i)
-                        continue
-                    row = tuple(np.asarray(getattr(result.timestep, n))[k] for n in FIELDS)
-                    steps, acts = trajectories[i]
-                    steps.append(row)
-                    acts.append(np.asarray(actions[i], np.int32))
-                    if row[_DONE]:
-                        rows[i] = _absorbing(row)
-                        round_done.append((i, steps, acts))
-                        del trajectories[i]
-                        live.remove(i)
-                    elif len(acts) >= limit:
-                        slot = self._slots[i]
-                        reason = f"no done after episode_limit={limit} steps"
-                        dropped.append(self._drop(slot, reason, restart=False))
-                        rows[i] = self._placeholder
-                        del trajectories[i]
-                        live.remove(i)
-                    else:
-                        rows[i] = row
-            finished.extend(sorted(round_done, key=lambda episode: episode[0]))
-            rounds += 1
-            failed_rounds = 0 if round_done else failed_rounds + 1
-            if failed_rounds >= 5:
-                raise WorkerPoolError(
-                    f"five rounds in a row lost every episode; last drops: {dropped[-3:]}"
-                )
-        return Rollout(
-            episodes=_pad_episodes(finished, self.info), dropped=tuple(dropped), rounds=rounds
-        )
-
-    # ------------------------------------------------------------------ shutdown
-    def close(self) -> None:
-        """Shut every worker down (idempotent). Also runs on ``with`` exit, garbage collection
-        and interpreter exit."""
-        self._finalizer()
-
-    def __enter__(self) -> WorkerPool:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        state = "closed" if self.closed else f"pids={self.pids}"
-        return (
-            f"WorkerPool({self.backend!r}, {self.map_name!r}, n_workers={self.n_workers}, {state})"
-        )
-
-
-# ---------------------------------------------------------------------------- episode layout
-
-
-def _placeholder_row(info: EnvInfo) -> Row:
-    """A row for a worker with nothing to show: zeros, done=True, every action available."""
-    return (
-        np.zeros((info.n_agents, info.obs_dim), np.float32),
-        np.zeros((info.n_agents, info.expert_dim), np.float32),
-        np.zeros((info.state_dim,), np.float32),
-        np.ones((info.n_agents, info.n_actions), bool),
-        np.zeros((), np.float32),
-        np.ones((), bool),
-        np.zeros((), bool),
-        np.zeros((), bool),
-    )
-
-
-def _absorbing(row: Row) -> Row:
-    """The TimeStep an absorbing episode repeats after its end: the same, with reward 0."""
-    out = list(row)
-    out[_REWARD] = np.zeros((), np.float32)
-    return tuple(out)
-
-
-def _pad_episodes(
-    episodes: Sequence[tuple[int, list[Row], list[np.ndarray]]], info: EnvInfo
-) -> EpisodeBatch:
-    """Pad (worker, TimeStep rows [L + 1], actions [L]) episodes to T = info.episode_limit."""
-    limit = info.episode_limit
-    leaves: dict[str, list[np.ndarray]] = {name: [] for name in FIELDS}
-    actions, lengths, workers = [], [], []
-    for worker, steps, acts in episodes:
-        length = len(acts)
-        padded = steps + [_absorbing(steps[-1])] * (limit - length)
-        for k, name in enumerate(FIELDS):
-            leaves[name].append(np.stack([row[k] for row in padded]))
-        filler = np.argmax(steps[-1][_AVAIL], axis=-1).astype(np.int32)
-        actions.append(np.stack(acts + [filler] * (limit - length)))
-        lengths.append(length)
-        workers.append(worker)
-    return EpisodeBatch(
-        timestep=TimeStep(**{name: np.stack(v) for name, v in leaves.items()}),
-        actions=np.stack(actions).astype(np.int32),
-        length=np.asarray(lengths, np.int32),
-        worker=np.asarray(workers, np.int32),
-    )

@@ -39,12 +39,10 @@ options a trajectory equals JaxMARL's step for step.
 from __future__ import annotations
 
 import inspect
-import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import struct
 from jaxmarl.environments.smax.heuristic_enemy import (
     create_heuristic_policy,
@@ -66,9 +64,9 @@ from envs.smax_maps import (
     medivac_heal,
     unit_table,
 )
-from envs.spec import EnvInfo, TimeStep
+from envs.spec import EnvInfo, Observation, TimeStep, validate_expert_view, validate_sight_range
+from envs.spec import check_actions as check_actions  # re-exported: the host-side check
 
-EXPERT_VIEWS = ("full_obs", "state")
 N_MOVE_ACTIONS = 5  # 4 moves + stop
 STOP_ACTION = 4
 
@@ -87,6 +85,20 @@ class SmaxEnvState:
     truncated: jax.Array  # [] bool
 
 
+@struct.dataclass
+class SmaxRecord:
+    """What the replay stores per step: unit state, from which ``observe`` re-derives every
+    observation (about 30 bytes per unit instead of a few hundred floats per agent)."""
+
+    positions: jax.Array  # [n_units, 2] float32
+    health: jax.Array  # [n_units] float32 (alive = health > 0)
+    cooldowns: jax.Array  # [n_units] float32
+    prev_movement: jax.Array  # [n_units, 2] float32
+    prev_attack: jax.Array  # [n_units] int16
+    unit_types: jax.Array  # [n_units] uint8
+    last_actions: jax.Array  # [n_agents] int16
+
+
 def drop_diagonal(square: jax.Array) -> jax.Array:
     """Remove entry (i, i) from every row, keeping order: [n, n, ...] -> [n, n - 1, ...].
 
@@ -96,18 +108,6 @@ def drop_diagonal(square: jax.Array) -> jax.Array:
     trailing = square.shape[2:]
     flat = square.reshape((n * n, *trailing))[1:]
     return flat.reshape((n - 1, n + 1, *trailing))[:, :-1].reshape((n, n - 1, *trailing))
-
-
-def validate_sight_range(sight_range: Any, name: str = "sight_range") -> float | None:
-    """None (each type's own SMAX sight) or a finite number >= 0; anything else raises."""
-    if sight_range is None:
-        return None
-    if isinstance(sight_range, bool) or not isinstance(sight_range, int | float | np.number):
-        raise ValueError(f"{name} must be None or a number >= 0, got {sight_range!r}")
-    value = float(sight_range)
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0 (or None), got {sight_range!r}")
-    return value
 
 
 class SmaxEnv:
@@ -129,10 +129,7 @@ class SmaxEnv:
     ) -> None:
         if map_name not in MAPS:
             raise ValueError(f"unknown SMAX map {map_name!r}; known maps: {', '.join(MAPS)}")
-        if expert_view not in EXPERT_VIEWS:
-            raise ValueError(
-                f"unknown expert_view {expert_view!r}; choose one of {', '.join(EXPERT_VIEWS)}"
-            )
+        validate_expert_view(expert_view)
         self.spec: MapSpec = MAPS[map_name]
         self.sight_range = validate_sight_range(sight_range)
         self.expert_sight_range = validate_sight_range(expert_sight_range, "expert_sight_range")
@@ -310,16 +307,8 @@ class SmaxEnv:
             parts.append(jax.nn.one_hot(last_actions, self.n_actions).reshape(-1))
         return jnp.concatenate(parts)
 
-    def _timestep(
-        self,
-        state: SMAXState,
-        last_actions: jax.Array,
-        reward: jax.Array,
-        done: jax.Array,
-        won: jax.Array,
-        truncated: jax.Array,
-    ) -> tuple[TimeStep, jax.Array]:
-        """Build the TimeStep of ``state``; also return the enemies' observation."""
+    def _views(self, state: SMAXState, last_actions: jax.Array) -> tuple[Observation, jax.Array]:
+        """The learner-facing Observation of ``state`` and the enemies' observation."""
         distances = jnp.linalg.norm(
             state.unit_positions[:, None, :] - state.unit_positions[None, :, :], axis=-1
         )
@@ -335,17 +324,67 @@ class SmaxEnv:
                 ],
                 axis=-1,
             )
-        timestep = TimeStep(
+        observation = Observation(
             obs=views["obs"],
             expert_obs=expert_obs,
             state=global_state,
             avail=self._avail(state, distances),
+        )
+        return observation, views["enemy_obs"]
+
+    def _timestep(
+        self,
+        state: SMAXState,
+        last_actions: jax.Array,
+        reward: jax.Array,
+        done: jax.Array,
+        won: jax.Array,
+        truncated: jax.Array,
+    ) -> tuple[TimeStep, jax.Array]:
+        """Build the TimeStep of ``state``; also return the enemies' observation."""
+        observation, enemy_obs = self._views(state, last_actions)
+        timestep = TimeStep(
+            obs=observation.obs,
+            expert_obs=observation.expert_obs,
+            state=observation.state,
+            avail=observation.avail,
             reward=jnp.asarray(reward, jnp.float32),
             done=jnp.asarray(done, bool),
             won=jnp.asarray(won, bool),
             truncated=jnp.asarray(truncated, bool),
         )
-        return timestep, views["enemy_obs"]
+        return timestep, enemy_obs
+
+    # ------------------------------------------------------------------ replay records
+    def record(self, timestep: TimeStep, env_state: SmaxEnvState) -> SmaxRecord:
+        """The compact per-step replay record (unit state, not observations)."""
+        smax = env_state.smax
+        return SmaxRecord(
+            positions=smax.unit_positions,
+            health=smax.unit_health,
+            cooldowns=smax.unit_weapon_cooldowns,
+            prev_movement=smax.prev_movement_actions,
+            prev_attack=smax.prev_attack_actions.astype(jnp.int16),
+            unit_types=smax.unit_types.astype(jnp.uint8),
+            last_actions=env_state.last_actions.astype(jnp.int16),
+        )
+
+    def observe(self, record: SmaxRecord) -> Observation:
+        """Re-derive obs, expert_obs, state and avail from a record, exactly as at run time."""
+        state = SMAXState(
+            unit_positions=record.positions,
+            unit_alive=record.health > 0,
+            unit_teams=self.inner.teams.astype(jnp.float32),
+            unit_health=record.health,
+            unit_types=record.unit_types,
+            unit_weapon_cooldowns=record.cooldowns,
+            prev_movement_actions=record.prev_movement,
+            prev_attack_actions=record.prev_attack.astype(jnp.int32),
+            step=jnp.int32(0),
+            done=jnp.bool_(False),
+        )
+        observation, _ = self._views(state, record.last_actions.astype(jnp.int32))
+        return observation
 
     # ------------------------------------------------------------------ protocol
     def reset(self, key: jax.Array) -> tuple[TimeStep, SmaxEnvState]:
@@ -474,27 +513,6 @@ class SmaxEnv:
             truncated=truncated,
         )
         return timestep, next_state
-
-
-def check_actions(actions: np.ndarray, avail: np.ndarray) -> None:
-    """Host-side check: raise ValueError naming the first unavailable action.
-
-    actions: [..., n_agents] int; avail: [..., n_agents, n_actions] bool.
-    """
-    actions = np.asarray(actions)
-    avail = np.asarray(avail, dtype=bool)
-    n_actions = avail.shape[-1]
-    bad_range = (actions < 0) | (actions >= n_actions)
-    clipped = np.clip(actions, 0, n_actions - 1)
-    chosen_avail = np.take_along_axis(avail, clipped[..., None], axis=-1)[..., 0]
-    bad = bad_range | ~chosen_avail
-    if np.any(bad):
-        index = tuple(int(i) for i in np.argwhere(bad)[0])
-        available = np.flatnonzero(avail[index])
-        raise ValueError(
-            f"action {int(actions[index])} at index {index} (last axis = agent) is not "
-            f"available; available actions there: {available.tolist()}"
-        )
 
 
 _OPTIONS = tuple(inspect.signature(SmaxEnv.__init__).parameters)[2:]

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from typing import Any
 
 import jax
@@ -27,9 +26,7 @@ from flax import struct
 from jax.typing import ArrayLike
 
 from envs import register
-from envs.spec import EnvInfo, TimeStep
-
-EXPERT_VIEWS = ("full_obs", "state")
+from envs.spec import EnvInfo, TimeStep, validate_expert_view, validate_sight_range
 
 
 def _table(rows: list[list[float]]) -> np.ndarray:
@@ -43,17 +40,6 @@ def _table(rows: list[list[float]]) -> np.ndarray:
 PAYOFF_QTRAN: np.ndarray = _table([[8, -12, -12], [-12, 0, 0], [-12, 0, 0]])
 PAYOFF_QPLEX: np.ndarray = _table([[8, -12, -12], [-12, 6, 0], [-12, 0, 6]])
 MATRIX_GAMES: dict[str, np.ndarray] = {"matrix_qtran": PAYOFF_QTRAN, "matrix_qplex": PAYOFF_QPLEX}
-
-
-def _check_common(sight_range: float | None, expert_view: str) -> None:
-    """Raise ValueError for a negative/non-finite/non-numeric sight or an unknown expert view."""
-    if sight_range is not None:
-        if isinstance(sight_range, bool) or not isinstance(sight_range, int | float):
-            raise ValueError(f"sight_range must be None or a number, got {sight_range!r}")
-        if not math.isfinite(sight_range) or sight_range < 0:
-            raise ValueError(f"sight_range must be finite and >= 0, got {sight_range!r}")
-    if expert_view not in EXPERT_VIEWS:
-        raise ValueError(f"expert_view must be one of {EXPERT_VIEWS}, got {expert_view!r}")
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
@@ -145,7 +131,8 @@ def make_matrix_game(
     name: str, sight_range: float | None = None, expert_view: str = "full_obs", **options: Any
 ) -> MatrixGame:
     """Build the matrix game ``name`` (a key of MATRIX_GAMES); it takes no further options."""
-    _check_common(sight_range, expert_view)
+    sight_range = validate_sight_range(sight_range)
+    expert_view = validate_expert_view(expert_view)
     if options:
         raise ValueError(f"{name} takes no options besides sight_range/expert_view: {options}")
     info = EnvInfo(
@@ -260,7 +247,8 @@ def make_hidden_cue(
     **options: Any,
 ) -> HiddenCue:
     """Build hidden_cue (see HiddenCue). Options: n_agents>=1, n_actions>=2, length>=1, time_limit."""
-    _check_common(sight_range, expert_view)
+    sight_range = validate_sight_range(sight_range)
+    expert_view = validate_expert_view(expert_view)
     if options:
         raise ValueError(
             f"unknown hidden_cue option(s) {sorted(options)}; "

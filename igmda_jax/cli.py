@@ -69,15 +69,129 @@ def random_command(
     )
 
 
+INT_FIELDS_ALLOWING_FLOAT_TEXT = (
+    "--t-max",
+    "--test-interval",
+    "--save-interval",
+    "--epsilon-anneal-steps",
+    "--buffer-size",
+    "--beta-anneal-steps",
+)
+
+
+def _integral_floats(argv: list[str]) -> list[str]:
+    """Let integer options be written as 2e6: rewrite the value after such flags."""
+    out = list(argv)
+    for i, arg in enumerate(out[:-1]):
+        if arg in INT_FIELDS_ALLOWING_FLOAT_TEXT:
+            try:
+                value = float(out[i + 1])
+            except ValueError:
+                continue
+            if value.is_integer():
+                out[i + 1] = str(int(value))
+    return out
+
+
+def train_command(argv: list[str]) -> None:
+    """igmda train [--preset authors|finetuned] [--resume DIR | --out DIR] [config fields]."""
+    import argparse
+
+    from igmda_jax.config import PRESETS, Config, ConfigError, make_config
+    from igmda_jax.run import run
+
+    head = argparse.ArgumentParser(add_help=False)
+    head.add_argument("--preset", default="finetuned")
+    head.add_argument("--out", default=None)
+    head.add_argument("--resume", default=None)
+    head.add_argument("--no-progress", action="store_true")
+    known, rest = head.parse_known_args(argv)
+    if known.preset not in PRESETS:
+        raise SystemExit(f"unknown preset {known.preset!r}; valid: {', '.join(PRESETS)}")
+    if known.resume is not None:
+        from pathlib import Path
+
+        saved = Path(known.resume) / "config.json"
+        if not saved.exists():
+            raise SystemExit(f"nothing to resume: {saved} does not exist")
+        default = Config(**json.loads(saved.read_text()))
+        out_dir = known.resume
+    else:
+        default = make_config(known.preset)
+        out_dir = known.out
+    config = tyro.cli(
+        Config,
+        default=default,
+        args=_integral_floats(rest),
+        prog="igmda train",
+        description="Train a value-decomposition algorithm (fields below override the preset). "
+        "Also: --preset {authors,finetuned}, --out DIR, --resume DIR, --no-progress.",
+    )
+    if known.resume is None and "--preset" in argv:
+        config = dataclasses_replace(config, preset=known.preset)
+    try:
+        config.validate()
+    except ConfigError as error:
+        raise SystemExit(f"igmda train: {error}") from None
+    import envs
+
+    if config.map not in envs.list_maps():
+        raise SystemExit(
+            f"igmda train: unknown map {config.map!r}; known maps: {', '.join(envs.list_maps())}"
+        )
+    if out_dir is None:
+        out_dir = f"runs/{config.alg}_{config.map}_sight{config.sight_range}_seed{config.seed}"
+    summary = run(config, out_dir, resume=known.resume is not None, progress=not known.no_progress)
+    per_seed = " ".join(f"{w:.2f}" for w in summary["win_rate_per_seed"])
+    print(
+        f"final greedy win rate ({'learner' if config.uses_expert else 'agent'}): "
+        f"{summary['win_rate']:.3f} (per seed: {per_seed}) at t_env {summary['t_env']}\n"
+        f"run folder: {summary['out_dir']}"
+    )
+
+
+def dataclasses_replace(config, **changes):
+    import dataclasses
+
+    return dataclasses.replace(config, **changes)
+
+
+def eval_command(
+    run_dir: tyro.conf.Positional[str],
+    episodes: int | None = None,
+    actor: str = "deployed",
+) -> None:
+    """Greedy win rate of a saved run, per seed and aggregated (actor: deployed | expert)."""
+    from igmda_jax.evaluate import evaluate_run
+
+    result = evaluate_run(run_dir, episodes=episodes, actor=actor)
+    for seed, win, ret in zip(
+        result["seeds"], result["win_rate_per_seed"], result["return_per_seed"], strict=True
+    ):
+        print(f"seed {seed}: win rate {win:.3f}  return {ret:.3f}")
+    print(
+        f"{result['alg']} on {result['map']} at t_env {result['t_env']}: mean win rate "
+        f"{result['win_rate_mean']:.3f}, median {result['win_rate_median']:.3f} "
+        f"over {len(result['seeds'])} seed(s) x {result['episodes']} episodes"
+    )
+
+
 COMMANDS = {
     "envs": envs_command,
     "random": random_command,
+    "eval": eval_command,
 }
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``igmda`` console script."""
-    tyro.extras.subcommand_cli_from_dict(COMMANDS, args=sys.argv[1:] if argv is None else argv)
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] == "train":
+        train_command(args[1:])
+        return
+    if args and args[0] in ("-h", "--help"):
+        print("igmda {train,eval,envs,random} ...; `igmda train --help` for training options")
+    tyro.extras.subcommand_cli_from_dict(COMMANDS, args=args)
 
 
 if __name__ == "__main__":

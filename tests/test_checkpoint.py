@@ -3,6 +3,7 @@ template mismatches, interrupted saves and empty directories."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -37,29 +38,28 @@ class _State:
     n_agents: int = struct.field(pytree_node=False, default=5)
 
 
-def _make_state(seed: int) -> _State:
-    """One seed's state: random leaves of every dtype we care about."""
-    k = jax.random.split(jax.random.PRNGKey(seed), 8)
+def _seeded_state(seed: int = 0) -> _State:
+    """Random leaves of every dtype we care about, each with a leading seed axis of size S."""
+    rng = np.random.default_rng(seed)
     params = {
-        "agent": {"w": jax.random.normal(k[0], (4, 6)), "b": jax.random.normal(k[1], (6,))},
-        "mixer": {"w": jax.random.normal(k[2], (6, 1)).astype(jnp.bfloat16)},
+        "agent": {"w": rng.normal(size=(S, 4, 6)), "b": rng.normal(size=(S, 6))},
+        "mixer": {"w": rng.normal(size=(S, 6, 1))},
     }
-    opt_state = optax.adam(1e-3).init(params)
-    # make the adam moments non-trivial
-    grads = jax.tree.map(jnp.ones_like, params)
-    _, opt_state = optax.adam(1e-3).update(grads, opt_state, params)
+    params = jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)
+    params["mixer"]["w"] = params["mixer"]["w"].astype(jnp.bfloat16)
+    tx = optax.adam(1e-3)
+    grads = jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape), x.dtype), params)
+    opt_state = jax.vmap(tx.init)(params)
+    _, opt_state = jax.vmap(tx.update)(grads, opt_state, params)  # non-trivial moments
     replay = {
-        "obs": jax.random.normal(k[3], (8, 5, 7)).astype(jnp.float16),
-        "actions": jax.random.randint(k[4], (8, 5), 0, 9, dtype=jnp.int32),
-        "hash": jax.random.bits(k[5], (8,), dtype=jnp.uint32),
-        "filled": jax.random.bernoulli(k[6], 0.5, (8, 5)),
-        "f32": jax.random.normal(k[7], (8, 5)),
+        "obs": jnp.asarray(rng.normal(size=(S, 8, 5, 7)), jnp.float16),
+        "actions": jnp.asarray(rng.integers(0, 9, (S, 8, 5)), jnp.int32),
+        "hash": jnp.asarray(rng.integers(0, 2**32, (S, 8), dtype=np.uint64), jnp.uint32),
+        "filled": jnp.asarray(rng.random((S, 8, 5)) < 0.5),
+        "f32": jnp.asarray(rng.normal(size=(S, 8, 5)), jnp.float32),
     }
-    return _State(params, opt_state, replay, k[0], jnp.int32(seed * 100))
-
-
-def _seeded_state() -> _State:
-    return jax.jit(jax.vmap(_make_state))(jnp.arange(S))
+    keys = jax.vmap(jax.random.PRNGKey)(jnp.arange(S) + seed)
+    return _State(params, opt_state, replay, keys, jnp.arange(S, dtype=jnp.int32) * 100)
 
 
 def _assert_bit_identical(a, b) -> None:
@@ -86,7 +86,7 @@ def test_round_trip_bit_identical(tmp_path: Path) -> None:
         _assert_bit_identical(state, restored)
         assert restored.n_agents == 5 and meta == {"algo": "qmix"}
         # concrete template (different values) works too and is not what comes back
-        restored2, _ = store.restore(7, _seeded_state().replace(t_env=jnp.zeros(S, jnp.int32)))
+        restored2, _ = store.restore(7, _seeded_state(seed=1))
         _assert_bit_identical(state, restored2)
 
 
@@ -216,9 +216,11 @@ def test_interrupted_save_keeps_last_good_checkpoint(tmp_path: Path) -> None:
         state, meta = store.restore(None, {"a": jnp.zeros(4)})
         np.testing.assert_array_equal(state["a"], np.full(4, 4.0))
         assert meta == {"step": 4}
-        store.save(5, {"a": jnp.full(4, 5.0)}, {"step": 5})  # the step can be written again
-        assert store.restore(None, {"a": jnp.zeros(4)})[1] == {"step": 5}
-    assert not [p for p in tmp_path.iterdir() if ".orbax-checkpoint-tmp" in p.name]
+        # the stale temporary directory is removed by the reopened store (awaited before a save)
+        store.save(6, {"a": jnp.full(4, 6.0)}, {"step": 6})
+        assert not [p for p in tmp_path.iterdir() if ".orbax-checkpoint-tmp" in p.name]
+        assert store.all_steps() == [4, 6]
+        assert store.restore(None, {"a": jnp.zeros(4)})[1] == {"step": 6}
 
 
 def test_empty_directory(tmp_path: Path) -> None:
@@ -230,3 +232,10 @@ def test_empty_directory(tmp_path: Path) -> None:
             store.metadata()
     with pytest.raises(ValueError, match="max_to_keep"):
         CheckpointStore(tmp_path, max_to_keep=0)
+
+
+def test_orbax_info_logging_is_silenced(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG), CheckpointStore(tmp_path) as store:
+        store.save(1, {"a": jnp.zeros(2)}, {})
+        store.restore(1, {"a": jnp.zeros(2)})
+    assert not [r for r in caplog.records if "orbax" in r.pathname], caplog.records[:3]

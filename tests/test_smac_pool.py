@@ -25,14 +25,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from envs.smac import (
-    FaultInjection,
-    InvalidActionError,
-    SmacNotAvailableError,
-    WorkerPool,
-    WorkerPoolError,
-    require_smac,
-)
+from envs.pool import FaultInjection, InvalidActionError, WorkerPool, WorkerPoolError
+from envs.smac import SmacNotAvailableError, require_smac
 from envs.spec import EnvInfo, TimeStep, assert_timestep
 
 try:

@@ -9,8 +9,9 @@ import pytest
 from jaxmarl.environments.smax import HeuristicEnemySMAX, map_name_to_scenario
 
 import envs
-from envs.smax import STOP_ACTION, SmaxEnv, check_actions
+from envs.smax import STOP_ACTION, SmaxEnv
 from envs.smax_maps import EPISODE_LIMITS, MAPS, MEDIVAC, medivac_heal
+from envs.spec import check_actions
 
 PAPER_MAPS = ["3s5z", "5m_vs_6m", "MMM2", "8m", "3s_vs_5z", "8m_vs_9m"]
 

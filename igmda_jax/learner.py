@@ -1,0 +1,198 @@
+"""One update: TD loss through the mixer (+ the imitation loss for -da/-bc), as pure functions.
+
+The TD part trains ``agent`` (the plain agent, or the expert) and the mixer: Q_tot of the
+executed joint action regresses to 1-step or TD(lambda) double-Q targets built from the
+target networks. The next action is the greedy action over available actions of the online
+agent (plain, -bc), or of the **learner** (-da, the authors' choice; see
+``Config.expert_target_action``). For -da/-bc the learner regresses its outputs for all
+actions to the one-hot of the expert's greedy action (MSE, Prop. 5) or uses them as logits
+(cross-entropy). Expert outputs and targets are gradient-stopped, so the imitation loss never
+moves the expert or the mixer and the TD loss never moves the learner. One optimizer updates
+all parameters with the summed loss (as the authors do).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from igmda_jax import losses
+from igmda_jax.acting import Networks, build_inputs
+from igmda_jax.config import Config
+from igmda_jax.networks import IQNAgent, initial_hidden, unroll
+from igmda_jax.rollout import EpisodeBatch
+
+Params = dict[str, Any]
+
+
+def make_optimizer(config: Config) -> optax.GradientTransformation:
+    """Global-norm clipping, then RMSprop (PyTorch semantics: eps outside the sqrt) or Adam."""
+    if config.optimizer == "rmsprop":
+        base = optax.rmsprop(
+            config.lr, decay=config.rms_alpha, eps=config.optim_eps, eps_in_sqrt=False
+        )
+    else:
+        base = optax.adam(config.lr)
+    return optax.chain(optax.clip_by_global_norm(config.grad_clip), base)
+
+
+def _time_major(x: jax.Array) -> jax.Array:
+    return jnp.swapaxes(x, 0, 1)
+
+
+def _unroll_q(
+    module, params, inputs: jax.Array, taus: jax.Array | None, hidden_dim: int
+) -> jax.Array:
+    """Unroll from a zero hidden state. inputs: [T1, B, n, in] -> q [T1, B, n, A] or
+    quantiles [T1, B, n, N, A] for IQN agents (taus [T1, B, N])."""
+    t1, b, n = inputs.shape[:3]
+    resets = jnp.zeros((t1, b), bool)
+    return unroll(module, params, initial_hidden((b,), n, hidden_dim), inputs, resets, taus)
+
+
+def _mix(nets: Networks, mixer_params, chosen, max_qs, actions, states) -> jax.Array:
+    """Q_tot (or Z_tot [..., N]) of chosen utilities [..., n] (quantiles [..., n, N])."""
+    if nets.quantile:
+        return nets.mixer.apply(mixer_params, chosen, states)
+    if max_qs is None:
+        return nets.mixer.apply(mixer_params, chosen, states)
+    onehot = jax.nn.one_hot(actions, nets.n_actions)
+    return nets.mixer.apply(mixer_params, chosen, max_qs, onehot, states)
+
+
+def loss_fn(
+    params: Params,
+    target_params: Params,
+    batch: EpisodeBatch,
+    key: jax.Array,
+    config: Config,
+    nets: Networks,
+    observe,
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Total loss and metrics on a batch of B episodes (batch-major, see rollout.py)."""
+    records = jax.tree.map(_time_major, batch.records)  # [T+1, B, ...]
+    actions = _time_major(batch.actions)  # [T, B, n]
+    rewards = _time_major(batch.rewards)
+    terminated = _time_major(batch.terminated)
+    filled = _time_major(batch.filled).astype(jnp.float32)
+    seen = jax.vmap(jax.vmap(observe))(records)
+    avail = seen.avail  # [T+1, B, n, A]
+    t1, b = avail.shape[:2]
+    previous = jnp.concatenate([jnp.full_like(actions[:1], -1), actions], axis=0)  # [T+1, B, n]
+    agent_obs = seen.expert_obs if nets.learner is not None else seen.obs
+    agent_inputs = build_inputs(config, agent_obs, previous, avail)
+    quantile = isinstance(nets.agent, IQNAgent)
+    online_key, target_key, learner_key = jax.random.split(key, 3)
+    taus = jax.random.uniform(online_key, (t1, b, config.n_quantiles)) if quantile else None
+    target_taus = (
+        jax.random.uniform(target_key, (t1, b, config.n_target_quantiles)) if quantile else None
+    )
+
+    online = _unroll_q(nets.agent, params["agent"], agent_inputs, taus, config.hidden_dim)
+    target = _unroll_q(
+        nets.agent, target_params["agent"], agent_inputs, target_taus, config.hidden_dim
+    )
+    online_mean = online.mean(axis=-2) if quantile else online  # [T+1, B, n, A]
+
+    learner_out = None
+    if nets.learner is not None:
+        learner_inputs = build_inputs(config, seen.obs, previous, avail)
+        learner_taus = (
+            jax.random.uniform(learner_key, (t1, b, config.n_quantiles)) if quantile else None
+        )
+        learner_out = _unroll_q(
+            nets.learner, params["learner"], learner_inputs, learner_taus, config.hidden_dim
+        )
+
+    # next-action selector for double Q
+    if config.uses_expert and config.target_action_from == "learner":
+        selector = learner_out.mean(axis=-2) if quantile else learner_out
+    elif config.double_q:
+        selector = online_mean
+    else:
+        selector = target.mean(axis=-2) if quantile else target
+    selector = jax.lax.stop_gradient(selector[1:])
+
+    qplex = config.mixer == "qplex"
+    if quantile:
+        chosen = jnp.take_along_axis(online[:-1], actions[..., None, None], axis=-1)[..., 0]
+        q_tot = _mix(nets, params["mixer"], chosen, None, None, seen.state[:-1])  # [T, B, N]
+        next_z, _ = losses.double_q_next_quantiles(target[1:], selector, avail[1:])
+        target_tot = _mix(nets, target_params["mixer"], next_z, None, None, seen.state[1:])
+    else:
+        chosen = losses.select_action_values(online[:-1], actions)  # [T, B, n]
+        max_qs = (
+            jax.lax.stop_gradient(losses.masked_max(online[:-1], avail[:-1])) if qplex else None
+        )
+        q_tot = _mix(nets, params["mixer"], chosen, max_qs, actions, seen.state[:-1])
+        next_values, next_actions = losses.double_q_next_values(target[1:], selector, avail[1:])
+        target_max = losses.masked_max(target[1:], avail[1:]) if qplex else None
+        target_tot = _mix(
+            nets, target_params["mixer"], next_values, target_max, next_actions, seen.state[1:]
+        )
+
+    if config.td_lambda > 0.0:
+        lambda_fn = lambda next_tot: losses.td_lambda_targets(  # noqa: E731
+            rewards, terminated, filled, next_tot, config.gamma, config.td_lambda
+        )
+        targets = (
+            jax.vmap(lambda_fn, in_axes=-1, out_axes=-1)(target_tot)
+            if quantile
+            else lambda_fn(target_tot)
+        )
+    else:
+        targets = losses.one_step_targets(rewards, terminated, target_tot, config.gamma)
+    targets = jax.lax.stop_gradient(targets)
+
+    if quantile:
+        td_loss = losses.quantile_huber_loss(q_tot, taus[:-1], targets, filled)
+        q_tot_mean = q_tot.mean(axis=-1)
+    else:
+        td_loss = losses.masked_td_loss(q_tot, targets, filled)
+        q_tot_mean = q_tot
+    valid = jnp.maximum(filled.sum(), 1.0)
+    metrics = {
+        "td_loss": td_loss,
+        "q_tot": jnp.sum(q_tot_mean * filled) / valid,
+        "target": jnp.sum((targets.mean(-1) if quantile else targets) * filled) / valid,
+    }
+    total = td_loss
+    if learner_out is not None:
+        expert_actions = losses.masked_greedy_actions(
+            jax.lax.stop_gradient(online_mean[:-1]), avail[:-1]
+        )
+        imitation = (
+            losses.imitation_ce_loss if config.imitation_loss == "ce" else losses.imitation_mse_loss
+        )
+        imitation_loss = imitation(learner_out[:-1], expert_actions, filled)
+        learner_mean = learner_out.mean(axis=-2) if quantile else learner_out
+        agree = losses.masked_greedy_actions(learner_mean[:-1], avail[:-1]) == expert_actions
+        metrics["imitation_loss"] = imitation_loss
+        metrics["imitation_accuracy"] = jnp.sum(agree.mean(-1) * filled) / valid
+        total = total + config.imitation_weight * imitation_loss
+    metrics["loss"] = total
+    return total, metrics
+
+
+def update(
+    params: Params,
+    target_params: Params,
+    opt_state: optax.OptState,
+    batch: EpisodeBatch,
+    key: jax.Array,
+    config: Config,
+    nets: Networks,
+    observe,
+    optimizer: optax.GradientTransformation,
+) -> tuple[Params, optax.OptState, dict[str, jax.Array]]:
+    """One gradient step on ``batch``; returns new params, optimizer state and metrics."""
+    grads, metrics = jax.grad(loss_fn, has_aux=True)(
+        params, target_params, batch, key, config, nets, observe
+    )
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    params = optax.apply_updates(params, updates)
+    metrics["grad_norm"] = optax.global_norm(grads)
+    return params, opt_state, metrics

@@ -1,0 +1,146 @@
+"""Collect whole episodes from vmapped environments with one ``lax.scan`` over time.
+
+Episode layout (batch-major, what the replay stores), for E episodes of at most T steps:
+
+    records    [E, T + 1, ...]  compact per-step record; ``env observe(record)`` gives obs,
+                                expert_obs, state, avail. Index t is what the agents saw
+                                before acting at t; index T+1-1 = T is the final observation.
+    actions    [E, T, n_agents] int32, the executed actions
+    rewards    [E, T]           reward of transition t
+    terminated [E, T]           transition t ended the episode for real (no bootstrap)
+    filled     [E, T]           transition t is real (not padding after the episode ended)
+
+A time-limit ending has ``terminated = False`` on its last transition, so targets bootstrap
+from the final observation. Environments are absorbing after ``done`` (envs/spec.py), so the
+scan runs exactly T = episode_limit steps and padding follows from ``done``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from envs.spec import Environment, recorder
+from igmda_jax.acting import Networks, build_inputs, epsilon_greedy, q_step
+from igmda_jax.config import Config
+from igmda_jax.losses import masked_greedy_actions
+from igmda_jax.networks import initial_hidden
+
+
+@struct.dataclass
+class EpisodeBatch:
+    """E padded episodes (see module docstring for shapes)."""
+
+    records: Any
+    actions: jax.Array
+    rewards: jax.Array
+    terminated: jax.Array
+    filled: jax.Array
+
+
+def collect(
+    env: Environment,
+    nets: Networks,
+    config: Config,
+    params: dict,
+    key: jax.Array,
+    n_envs: int,
+    epsilon: jax.Array,
+    expert_prob: jax.Array,
+) -> tuple[EpisodeBatch, dict[str, jax.Array]]:
+    """Run ``n_envs`` episodes to the end; return them and per-episode statistics.
+
+    Who acts: the plain agent for plain algorithms; for -da/-bc, per episode the expert with
+    probability ``expert_prob`` (1 for -bc, DAgger's beta for -da), otherwise the learner.
+    Statistics (each [n_envs]): return, won, length, expert_acted; for -da/-bc also
+    agreement (fraction of valid agent-steps where learner and expert greedy actions agree).
+    """
+    record_fn, _ = recorder(env)
+    info = env.info
+    n = info.n_agents
+    reset_key, coin_key, scan_key = jax.random.split(key, 3)
+    timestep, env_state = jax.vmap(env.reset)(jax.random.split(reset_key, n_envs))
+    expert_acts = jax.random.uniform(coin_key, (n_envs,)) < expert_prob
+    hidden = {"agent": initial_hidden((n_envs,), n, config.hidden_dim)}
+    if nets.learner is not None:
+        hidden["learner"] = initial_hidden((n_envs,), n, config.hidden_dim)
+    last_actions = jnp.full((n_envs, n), -1, jnp.int32)
+
+    def step(carry, step_key):
+        timestep, env_state, hidden, last_actions = carry
+        agent_key, learner_key, action_key, env_key = jax.random.split(step_key, 4)
+        agent_obs = timestep.expert_obs if nets.learner is not None else timestep.obs
+        agent_inputs = build_inputs(config, agent_obs, last_actions, timestep.avail)
+        new_hidden = {}
+        new_hidden["agent"], agent_q = q_step(
+            nets.agent,
+            params["agent"],
+            hidden["agent"],
+            agent_inputs,
+            agent_key,
+            config.n_act_quantiles,
+        )
+        extras = {}
+        if nets.learner is not None:
+            learner_inputs = build_inputs(config, timestep.obs, last_actions, timestep.avail)
+            new_hidden["learner"], learner_q = q_step(
+                nets.learner,
+                params["learner"],
+                hidden["learner"],
+                learner_inputs,
+                learner_key,
+                config.n_act_quantiles,
+            )
+            acting_q = jnp.where(expert_acts[:, None, None], agent_q, learner_q)
+            same = masked_greedy_actions(agent_q, timestep.avail) == masked_greedy_actions(
+                learner_q, timestep.avail
+            )
+            extras["agree"] = jnp.sum(same & ~timestep.done[:, None], axis=-1)
+        else:
+            acting_q = agent_q
+        actions = epsilon_greedy(action_key, acting_q, timestep.avail, epsilon)
+        record = jax.vmap(record_fn)(timestep, env_state)
+        next_timestep, env_state = jax.vmap(env.step)(
+            jax.random.split(env_key, n_envs), env_state, actions
+        )
+        out = {
+            "record": record,
+            "action": actions,
+            "reward": next_timestep.reward,
+            "terminated": next_timestep.terminated,
+            "filled": ~timestep.done,
+            **extras,
+        }
+        return (next_timestep, env_state, new_hidden, actions), out
+
+    carry = (timestep, env_state, hidden, last_actions)
+    (final_timestep, final_state, _, _), out = jax.lax.scan(
+        step, carry, jax.random.split(scan_key, info.episode_limit)
+    )
+    final_record = jax.vmap(record_fn)(final_timestep, final_state)
+    time_major_records = jax.tree.map(
+        lambda steps, last: jnp.concatenate([steps, last[None]], axis=0),
+        out["record"],
+        final_record,
+    )
+    batch_major = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731
+    episodes = EpisodeBatch(
+        records=jax.tree.map(batch_major, time_major_records),
+        actions=batch_major(out["action"]),
+        rewards=batch_major(out["reward"]),
+        terminated=batch_major(out["terminated"]),
+        filled=batch_major(out["filled"]),
+    )
+    length = episodes.filled.sum(axis=1)
+    stats = {
+        "return": jnp.sum(episodes.rewards * episodes.filled, axis=1),
+        "won": final_timestep.won,
+        "length": length,
+        "expert_acted": expert_acts,
+    }
+    if "agree" in out:
+        stats["agreement"] = out["agree"].sum(axis=0) / jnp.maximum(length * n, 1)
+    return episodes, stats

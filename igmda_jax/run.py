@@ -1,0 +1,217 @@
+"""The host loop: compile once, call the fused chunk, evaluate, log, checkpoint, resume.
+
+Run folder layout (``igmda train --out DIR``)::
+
+    DIR/config.json      resolved Config (the run's identity; a resume must match it)
+    DIR/metrics.jsonl    one row per evaluation per seed (t_env, win rate, return, loss, ...)
+    DIR/checkpoints/     orbax checkpoints of the whole TrainState (last N kept)
+
+Everything random lives in the TrainState's keys and evaluation keys are derived from the
+seed and the evaluation index, so a resumed run writes the same metrics as an uninterrupted
+one (wall-clock columns aside).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm import tqdm
+
+import envs
+from igmda_jax.checkpoint import CheckpointStore, check_compatible
+from igmda_jax.config import Config
+from igmda_jax.train import Trainer, TrainState, make_train
+
+# Fields a user may change when resuming (they do not change what has been computed).
+RESUMABLE_FIELDS = ("t_max", "test_interval", "save_interval", "keep_checkpoints", "tensorboard")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+def make_env(config: Config) -> envs.Environment:
+    """The run's environment, built from the config."""
+    options: dict[str, Any] = {"sight_range": config.sight_range, "expert_view": config.expert_view}
+    if config.episode_limit is not None:
+        options["episode_limit"] = config.episode_limit
+    return envs.make(config.map, **options)
+
+
+@dataclasses.dataclass
+class Compiled:
+    """The trainer's functions, vmapped over seeds and jitted once."""
+
+    trainer: Trainer
+    init: Any
+    train_chunk: Any
+    evaluate: Any
+
+
+def compile_trainer(config: Config) -> Compiled:
+    trainer = make_train(config, make_env(config))
+    return Compiled(
+        trainer=trainer,
+        init=jax.jit(jax.vmap(trainer.init)),
+        train_chunk=jax.jit(jax.vmap(trainer.train_chunk), donate_argnums=0),
+        evaluate=jax.jit(jax.vmap(trainer.evaluate, in_axes=(0, 0, None)), static_argnums=2),
+    )
+
+
+def seed_keys(config: Config) -> jax.Array:
+    """One PRNG key per seed: [seeds, 2]."""
+    return jnp.stack([jax.random.PRNGKey(config.seed + i) for i in range(config.seeds)])
+
+
+def evaluation_keys(config: Config, index: int) -> jax.Array:
+    """Keys of evaluation ``index``, independent of training: [seeds, 2]."""
+    return jnp.stack(
+        [
+            jax.random.fold_in(jax.random.PRNGKey(10_000_019 + config.seed + i), index)
+            for i in range(config.seeds)
+        ]
+    )
+
+
+def evaluate_rows(
+    compiled: Compiled, state: TrainState, config: Config, index: int, chunk_metrics: dict
+) -> list[dict[str, Any]]:
+    """Greedy evaluation of every seed; one metrics row per seed."""
+    keys = evaluation_keys(config, index)
+    result = jax.device_get(compiled.evaluate(state, keys, "deployed"))
+    if config.uses_expert:
+        expert = jax.device_get(compiled.evaluate(state, keys, "expert"))
+        result["expert_win_rate"] = expert["win_rate"]
+    t_env = np.asarray(jax.device_get(state.t_env))
+    rows = []
+    for seed in range(config.seeds):
+        row: dict[str, Any] = {
+            "eval": index,
+            "seed": config.seed + seed,
+            "t_env": int(t_env[seed]),
+            **{name: float(values[seed]) for name, values in result.items()},
+        }
+        for name, values in chunk_metrics.items():
+            if name not in ("t_env", "finite", "win_rate", "return", "episode_length"):
+                row[f"train_{name}" if name in ("episodes", "updates") else name] = float(
+                    np.asarray(values)[seed]
+                )
+        rows.append(row)
+    return rows
+
+
+def _read_rows(path: Path, keep_below_eval: int) -> list[str]:
+    if not path.exists():
+        return []
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    return [line for line in lines if json.loads(line)["eval"] < keep_below_eval]
+
+
+def run(
+    config: Config, out_dir: str | Path, *, resume: bool = False, progress: bool = True
+) -> dict:
+    """Train ``config`` into ``out_dir`` (or continue it with ``resume``). Returns a summary:
+    final greedy win rate per seed, its mean, and the run folder."""
+    config.validate()
+    out = Path(out_dir)
+    config_path = out / "config.json"
+    if resume:
+        if not config_path.exists():
+            raise FileNotFoundError(f"nothing to resume: {config_path} does not exist")
+        check_compatible(json.loads(config_path.read_text()), config.to_dict(), RESUMABLE_FIELDS)
+    elif config_path.exists():
+        raise FileExistsError(f"{out} already holds a run; pass --resume to continue it")
+    out.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(json.dumps(config.to_dict(), indent=1))
+
+    compiled = compile_trainer(config)
+    keys = seed_keys(config)
+    store = CheckpointStore(out / "checkpoints", max_to_keep=config.keep_checkpoints)
+    host = {"evals": 0, "next_test": 0, "next_save": config.save_interval, "wall": 0.0}
+    if resume and store.latest_step() is not None:
+        like = jax.eval_shape(compiled.init, keys)
+        state, metadata = store.restore(None, like)
+        check_compatible(metadata["config"], config.to_dict(), RESUMABLE_FIELDS)
+        host = metadata["host"]
+    else:
+        state = compiled.init(keys)
+    metrics_path = out / "metrics.jsonl"
+    kept = _read_rows(metrics_path, host["evals"])
+    metrics_path.write_text("".join(line + "\n" for line in kept))
+
+    def t_now() -> int:
+        return int(np.min(jax.device_get(state.t_env)))
+
+    def save() -> None:
+        if store.latest_step() == t_now():
+            return
+        store.save(
+            int(t_now()),
+            state,
+            {"config": config.to_dict(), "host": host, "seeds": config.seeds},
+        )
+
+    start_wall = time.perf_counter() - host["wall"]
+    last_metrics: dict[str, Any] = {}
+    last_win = float("nan")
+    bar = tqdm(
+        total=config.t_max,
+        initial=min(t_now(), config.t_max),
+        unit="step",
+        disable=not progress,
+        dynamic_ncols=True,
+        desc=f"{config.alg} {config.map}",
+    )
+    while True:
+        t = t_now()
+        if t >= host["next_test"] or t >= config.t_max:
+            rows = evaluate_rows(compiled, state, config, host["evals"], last_metrics)
+            wall = time.perf_counter() - start_wall
+            with metrics_path.open("a") as f:
+                for row in rows:
+                    f.write(json.dumps({**row, "wall_time": round(wall, 2)}) + "\n")
+            host["evals"] += 1
+            host["next_test"] = (t // config.test_interval + 1) * config.test_interval
+            last_win = float(np.mean([row["win_rate"] for row in rows]))
+        if t >= config.t_max:
+            break
+        chunk_start = time.perf_counter()
+        state, chunk_metrics = compiled.train_chunk(state)
+        last_metrics = jax.device_get(chunk_metrics)
+        if not np.all(last_metrics["finite"]):
+            bad = [config.seed + i for i, ok in enumerate(last_metrics["finite"]) if not ok]
+            raise TrainingDiverged(
+                f"loss became NaN/inf near t_env={t} (seed(s) {bad}); stopped. The last good "
+                f"checkpoint (step {store.latest_step()}) is kept in {out / 'checkpoints'}"
+            )
+        new_t = t_now()
+        host["wall"] = time.perf_counter() - start_wall
+        rate = (new_t - t) / max(time.perf_counter() - chunk_start, 1e-9)
+        bar.update(min(new_t, config.t_max) - bar.n)
+        bar.set_postfix(
+            episodes=int(np.min(last_metrics["episodes"])),
+            test_win=f"{last_win:.2f}",
+            steps_per_s=f"{rate:,.0f}",
+            refresh=False,
+        )
+        if new_t >= host["next_save"]:
+            host["next_save"] = (new_t // config.save_interval + 1) * config.save_interval
+            save()
+    host["wall"] = time.perf_counter() - start_wall
+    save()
+    store.close()
+    bar.close()
+    final = [json.loads(line) for line in metrics_path.read_text().splitlines()][-config.seeds :]
+    return {
+        "win_rate_per_seed": [row["win_rate"] for row in final],
+        "win_rate": float(np.mean([row["win_rate"] for row in final])),
+        "t_env": t_now(),
+        "out_dir": str(out),
+    }
