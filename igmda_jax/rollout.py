@@ -1,4 +1,4 @@
-"""Collect whole episodes from vmapped environments with one ``lax.scan`` over time.
+"""Collect whole episodes from vmapped environments with one ``lax.while_loop`` over time.
 
 Episode layout (batch-major, what the replay stores), for E episodes of at most T steps:
 
@@ -12,7 +12,8 @@ Episode layout (batch-major, what the replay stores), for E episodes of at most 
 
 A time-limit ending has ``terminated = False`` on its last transition, so targets bootstrap
 from the final observation. Environments are absorbing after ``done`` (envs/spec.py), so the
-scan runs exactly T = episode_limit steps and padding follows from ``done``.
+loop stops when every episode has ended (at most T = episode_limit steps); padding
+follows from ``done``.
 """
 
 from __future__ import annotations
@@ -116,19 +117,42 @@ def collect(
         }
         return (next_timestep, env_state, new_hidden, actions), out
 
+    # Run until every episode has ended (at most T steps), writing each step into
+    # preallocated [T(+1), E, ...] buffers; rows after the last step stay zero (padding).
+    limit = info.episode_limit
     carry = (timestep, env_state, hidden, last_actions)
-    (final_timestep, final_state, _, _), out = jax.lax.scan(
-        step, carry, jax.random.split(scan_key, info.episode_limit)
+    example = jax.eval_shape(lambda c, k: step(c, k)[1], carry, scan_key)
+    buffers = jax.tree.map(lambda s: jnp.zeros((limit, *s.shape), s.dtype), example)
+    buffers["record"] = jax.tree.map(
+        lambda s: jnp.zeros((limit + 1, *s.shape), s.dtype), example["record"]
+    )
+
+    def not_finished(loop):
+        t, carry, _ = loop
+        return (t < limit) & ~jnp.all(carry[0].done)
+
+    def body(loop):
+        t, carry, buffers = loop
+        carry, out = step(carry, jax.random.fold_in(scan_key, t))
+        buffers = jax.tree.map(
+            lambda buffer, value: jax.lax.dynamic_update_index_in_dim(buffer, value, t, 0),
+            buffers,
+            out,
+        )
+        return t + 1, carry, buffers
+
+    t_end, (final_timestep, final_state, _, _), out = jax.lax.while_loop(
+        not_finished, body, (jnp.int32(0), carry, buffers)
     )
     final_record = jax.vmap(record_fn)(final_timestep, final_state)
-    time_major_records = jax.tree.map(
-        lambda steps, last: jnp.concatenate([steps, last[None]], axis=0),
+    out["record"] = jax.tree.map(
+        lambda buffer, value: jax.lax.dynamic_update_index_in_dim(buffer, value, t_end, 0),
         out["record"],
         final_record,
     )
     batch_major = lambda x: jnp.swapaxes(x, 0, 1)  # noqa: E731
     episodes = EpisodeBatch(
-        records=jax.tree.map(batch_major, time_major_records),
+        records=jax.tree.map(batch_major, out["record"]),
         actions=batch_major(out["action"]),
         rewards=batch_major(out["reward"]),
         terminated=batch_major(out["terminated"]),

@@ -152,6 +152,10 @@ def run(
     def save() -> None:
         if store.latest_step() == t_now():
             return
+        # the last chunk's metrics go into the next evaluation rows: keep them for a resume
+        host["last_metrics"] = {
+            name: np.asarray(values).tolist() for name, values in last_metrics.items()
+        }
         store.save(
             int(t_now()),
             state,
@@ -159,7 +163,9 @@ def run(
         )
 
     start_wall = time.perf_counter() - host["wall"]
-    last_metrics: dict[str, Any] = {}
+    last_metrics: dict[str, Any] = {
+        name: np.asarray(values) for name, values in host.get("last_metrics", {}).items()
+    }
     last_win = float("nan")
     bar = tqdm(
         total=config.t_max,

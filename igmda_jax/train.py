@@ -127,13 +127,13 @@ def make_train(config: Config, env: Environment) -> Trainer:
             last_target_sync=jnp.int32(0),
         )
 
-    def one_update(state: TrainState, key: jax.Array):
+    def one_update(params, target_params, opt_state, replay, key: jax.Array):
         sample_key, loss_key = jax.random.split(key)
-        batch: EpisodeBatch = buffer.sample(state.replay, sample_key).experience
+        batch: EpisodeBatch = buffer.sample(replay, sample_key).experience
         params, opt_state, metrics = update(
-            state.params,
-            state.target_params,
-            state.opt_state,
+            params,
+            target_params,
+            opt_state,
             batch,
             loss_key,
             config,
@@ -157,32 +157,36 @@ def make_train(config: Config, env: Environment) -> Trainer:
             episodes=state.episodes + config.n_envs,
         )
 
-        def do_updates(state: TrainState):
+        def do_updates(params, opt_state):
             def body(carry, k):
                 params, opt_state = carry
                 params, opt_state, metrics = one_update(
-                    state.replace(params=params, opt_state=opt_state), k
+                    params, state.target_params, opt_state, replay, k
                 )
                 return (params, opt_state), metrics
 
+            if config.updates_per_iteration == 1:  # no scan of length 1 (XLA optimises it worse)
+                (params, opt_state), metrics = body((params, opt_state), update_key)
+                return params, opt_state, metrics
             keys = jax.random.split(update_key, config.updates_per_iteration)
-            (params, opt_state), metrics = jax.lax.scan(body, (state.params, state.opt_state), keys)
-            metrics = jax.tree.map(lambda m: m.mean(), metrics)
-            return (
-                state.replace(
-                    params=params,
-                    opt_state=opt_state,
-                    updates=state.updates + config.updates_per_iteration,
-                ),
-                metrics,
-            )
+            (params, opt_state), metrics = jax.lax.scan(body, (params, opt_state), keys)
+            return params, opt_state, jax.tree.map(lambda m: m.mean(), metrics)
 
-        def skip_updates(state: TrainState):
-            _, metrics = jax.eval_shape(do_updates, state)
-            return state, jax.tree.map(lambda m: jnp.zeros(m.shape, m.dtype), metrics)
+        def skip_updates(params, opt_state):
+            _, _, metrics = jax.eval_shape(do_updates, params, opt_state)
+            return params, opt_state, jax.tree.map(lambda m: jnp.zeros(m.shape, m.dtype), metrics)
 
-        can_update = buffer.can_sample(state.replay)
-        state, metrics = jax.lax.cond(can_update, do_updates, skip_updates, state)
+        # Only parameters and optimizer state pass through the cond: the replay is closed
+        # over, so the (large) buffer is never copied into the cond's outputs.
+        can_update = buffer.can_sample(replay)
+        params, opt_state, metrics = jax.lax.cond(
+            can_update, do_updates, skip_updates, state.params, state.opt_state
+        )
+        state = state.replace(
+            params=params,
+            opt_state=opt_state,
+            updates=state.updates + can_update * config.updates_per_iteration,
+        )
         metrics["updated"] = can_update.astype(jnp.float32)
         sync = state.episodes - state.last_target_sync >= config.target_update_episodes
         target_params = jax.tree.map(

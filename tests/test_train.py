@@ -1,0 +1,213 @@
+"""Tests of the fused training system: matrix games, determinism, runs, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import envs
+from igmda_jax.checkpoint import CheckpointMismatchError
+from igmda_jax.config import ConfigError, make_config
+from igmda_jax.run import TrainingDiverged, compile_trainer, run, seed_keys
+from igmda_jax.train import make_train
+
+# A small 3m configuration that compiles and runs in seconds.
+SMALL = dict(
+    map="3m",
+    sight_range=0.0,
+    n_envs=4,
+    batch_size=8,
+    buffer_size=32,
+    hidden_dim=16,
+    mixer_embed=8,
+    hypernet_embed=16,
+    iterations_per_call=4,
+    test_nepisode=4,
+    td_lambda=0.6,
+)
+
+
+def train_matrix_game(alg: str, n_seeds: int = 4, chunks: int = 10) -> np.ndarray:
+    """Greedy return per seed on matrix_qtran after uniform-exploration training."""
+    config = make_config(
+        "finetuned",
+        alg=alg,
+        map="matrix_qtran",
+        n_envs=32,
+        batch_size=32,
+        buffer_size=500,
+        iterations_per_call=100,
+        epsilon_start=1.0,
+        epsilon_finish=1.0,
+        td_lambda=0.0,
+        lr=5e-3,
+        target_update_episodes=32,
+        hidden_dim=32,
+        seeds=n_seeds,
+    )
+    compiled = compile_trainer(config)
+    state = compiled.init(seed_keys(config))
+    for _ in range(chunks):
+        state, _ = compiled.train_chunk(state)
+    keys = jnp.stack([jax.random.PRNGKey(9)] * n_seeds)
+    return np.asarray(compiled.evaluate(state, keys, "deployed")["return"])
+
+
+def test_matrix_game_qplex_finds_optimum() -> None:
+    # QPLEX's full IGM class represents the non-monotonic payoff (QPLEX paper, matrix game)
+    returns = train_matrix_game("qplex")
+    assert (returns == 8.0).all(), returns
+
+
+@pytest.mark.parametrize("alg", ["vdn", "qmix"])
+def test_matrix_game_vdn_qmix_miss_optimum(alg: str) -> None:
+    # monotonic decompositions under uniform exploration settle on a suboptimal joint action
+    returns = train_matrix_game(alg, chunks=6)
+    assert (returns < 8.0).all(), returns
+
+
+_COMPILED: dict = {}
+
+
+def chunk_metrics(seed: int, seeds: int = 2, chunks: int = 2) -> list[dict]:
+    config = make_config("finetuned", alg="qmix", seed=seed, seeds=seeds, **SMALL)
+    if config not in _COMPILED:  # Config is frozen and hashable: one compile per config
+        _COMPILED[config] = compile_trainer(config)
+    compiled = _COMPILED[config]
+    state = compiled.init(seed_keys(config))
+    history = []
+    for _ in range(chunks):
+        state, metrics = compiled.train_chunk(state)
+        history.append(jax.device_get(metrics))
+    return history
+
+
+def test_same_seed_identical_seeds_differ() -> None:
+    first, second = chunk_metrics(seed=0), chunk_metrics(seed=0)
+    for a, b in zip(first, second, strict=True):
+        for name in a:
+            np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    last = first[-1]
+    assert last["updates"].min() > 0, "updates must have happened"
+    assert last["loss"][0] != last["loss"][1] and last["return"][0] != last["return"][1]
+
+
+def test_terminal_transitions_do_not_bootstrap_in_collected_episodes() -> None:
+    # hidden_cue with a time limit ends by truncation; without, by a terminal last step
+    for options, expect_terminal in (({}, True), ({"time_limit": 3}, False)):
+        env = envs.make("hidden_cue", sight_range=0.0, **options)
+        config = make_config("finetuned", alg="qmix", map="hidden_cue", n_envs=4, batch_size=4)
+        trainer = make_train(config, env)
+        state = jax.jit(trainer.init)(jax.random.PRNGKey(0))
+        from igmda_jax.rollout import collect
+
+        episodes, stats = jax.jit(
+            lambda p, k, e=env, t=trainer: collect(e, t.nets, config, p, k, 4, 0.5, 0.0)
+        )(state.params, jax.random.PRNGKey(1))
+        length = int(stats["length"][0])
+        assert bool(episodes.terminated[0, length - 1]) == expect_terminal
+        assert not bool(episodes.terminated[0, : length - 1].any())
+        assert not bool(episodes.filled[0, length:].any())
+
+
+def small_run_config(**overrides):
+    values = {**SMALL, "alg": "qmix", "t_max": 400, "test_interval": 200, "save_interval": 200}
+    values.update(overrides)
+    return make_config("finetuned", seeds=2, **values)
+
+
+def test_run_writes_metrics_and_refuses_mismatched_resume(tmp_path: Path) -> None:
+    config = small_run_config()
+    summary = run(config, tmp_path / "run", progress=False)
+    rows = [
+        json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert {row["seed"] for row in rows} == {0, 1}
+    assert rows[-1]["t_env"] >= 400 and 0.0 <= summary["win_rate"] <= 1.0
+    for field in ("t_env", "win_rate", "return", "loss", "epsilon", "wall_time"):
+        assert field in rows[-1], field
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["alg"] == "qmix"
+    with pytest.raises(CheckpointMismatchError, match="alg: saved='qmix' current='vdn'"):
+        run(small_run_config(alg="vdn"), tmp_path / "run", resume=True, progress=False)
+    with pytest.raises(FileExistsError, match="--resume"):
+        run(config, tmp_path / "run", progress=False)
+    # a longer budget may be resumed
+    longer = run(small_run_config(t_max=800), tmp_path / "run", resume=True, progress=False)
+    assert longer["t_env"] >= 800
+
+
+def test_nan_loss_stops_with_clear_message(tmp_path: Path) -> None:
+    config = small_run_config(lr=float("nan"), t_max=2000)
+    with pytest.raises(TrainingDiverged, match="NaN/inf"):
+        run(config, tmp_path / "nan", progress=False)
+
+
+def test_bad_names_list_valid_ones() -> None:
+    with pytest.raises(ConfigError, match="valid: .*qmix-da"):
+        make_config(alg="qmix-dx")
+    with pytest.raises(ConfigError, match="unknown config field"):
+        make_config(learning_rate=1.0)
+    result = subprocess.run(
+        [sys.executable, "-m", "igmda_jax.cli", "train", "--map", "4m", "--t-max", "10"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0 and "known maps" in result.stderr and "3m" in result.stderr
+
+
+def metric_rows(path: Path) -> list[dict]:
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    for row in rows:
+        row.pop("wall_time")
+    return rows
+
+
+def test_killed_run_resumes_to_identical_metrics(tmp_path: Path) -> None:
+    args = [
+        "--map", "3m", "--sight-range", "0", "--seeds", "2", "--n-envs", "4", "--batch-size", "8",
+        "--buffer-size", "32", "--hidden-dim", "16", "--mixer-embed", "8", "--hypernet-embed", "16",
+        "--iterations-per-call", "2", "--test-nepisode", "4", "--t-max", "3000",
+        "--test-interval", "300", "--save-interval", "300", "--no-progress",
+    ]  # fmt: skip
+    command = [sys.executable, "-m", "igmda_jax.cli", "train", *args]
+    subprocess.run([*command, "--out", str(tmp_path / "whole")], check=True, capture_output=True)
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(
+        [*command, "--out", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 300
+    checkpoints = killed / "checkpoints"
+    while time.time() < deadline:
+        steps = (
+            [p for p in checkpoints.glob("*") if p.name.isdigit()] if checkpoints.exists() else []
+        )
+        if len(steps) >= 1 and process.poll() is None:
+            time.sleep(0.5)
+            break
+        time.sleep(0.2)
+    assert process.poll() is None, "the run ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert metric_rows(killed / "metrics.jsonl")[-1]["t_env"] < 3000
+
+    subprocess.run([*command[:-1], "--resume", str(killed)], check=True, capture_output=True)
+    resumed, whole = (
+        metric_rows(killed / "metrics.jsonl"),
+        metric_rows(tmp_path / "whole" / "metrics.jsonl"),
+    )
+    for a, b in zip(resumed, whole, strict=False):
+        assert a == b, (a, b)
+    assert metric_rows(killed / "metrics.jsonl") == metric_rows(
+        tmp_path / "whole" / "metrics.jsonl"
+    )
