@@ -112,7 +112,7 @@ def test_terminal_transitions_do_not_bootstrap_in_collected_episodes() -> None:
         from igmda_jax.rollout import collect
 
         episodes, stats = jax.jit(
-            lambda p, k, e=env, t=trainer: collect(e, t.nets, config, p, k, 4, 0.5, 0.0)
+            lambda p, k, e=env, t=trainer, c=config: collect(e, t.nets, c, p, k, 4, 0.5, 0.0)
         )(state.params, jax.random.PRNGKey(1))
         length = int(stats["length"][0])
         assert bool(episodes.terminated[0, length - 1]) == expect_terminal
