@@ -94,14 +94,14 @@ def _integral_floats(argv: list[str]) -> list[str]:
 
 
 def train_command(argv: list[str]) -> None:
-    """igmda train [--preset authors|finetuned] [--resume DIR | --out DIR] [config fields]."""
+    """igmda train [--preset smax|finetuned|authors] [--resume DIR | --out DIR] [config fields]."""
     import argparse
 
     from igmda_jax.config import PRESETS, Config, ConfigError, make_config
     from igmda_jax.run import run
 
     head = argparse.ArgumentParser(add_help=False)
-    head.add_argument("--preset", default="finetuned")
+    head.add_argument("--preset", default="smax")
     head.add_argument("--out", default=None)
     head.add_argument("--resume", default=None)
     head.add_argument("--no-progress", action="store_true")
@@ -125,7 +125,7 @@ def train_command(argv: list[str]) -> None:
         args=_integral_floats(rest),
         prog="igmda train",
         description="Train a value-decomposition algorithm (fields below override the preset). "
-        "Also: --preset {authors,finetuned}, --out DIR, --resume DIR, --no-progress.",
+        "Also: --preset {smax,finetuned,authors}, --out DIR, --resume DIR, --no-progress.",
     )
     if known.resume is None and "--preset" in argv:
         config = dataclasses_replace(config, preset=known.preset)
