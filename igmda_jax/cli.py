@@ -150,6 +150,93 @@ def train_command(argv: list[str]) -> None:
     )
 
 
+IMITATE_HELP = """igmda imitate --expert RUN_DIR --sight-range S [S ...] --t-max N [--out DIR]
+                 [--value-episodes N] [--no-progress] [Config overrides]
+
+Freeze the agent and mixer of a trained run (RUN_DIR, made by `igmda train`) and train fresh
+learners at each sight range S ('none' = each unit type's SMAX sight) by imitation only
+(<mixer>-da, TD weight 0). Writes OUT/sight_<S>/ run folders, OUT/summary.json|csv,
+OUT/values.json|png (per-action value distributions, the paper's Fig. 3b) and OUT/curves.png.
+
+  --expert RUN_DIR       the expert run folder (config.json + checkpoints/)
+  --sight-range S ...    learner sight ranges, e.g. 0 3 none
+  --t-max N              env steps per sight range and seed (2e5 accepted)
+  --out DIR              default: RUN_DIR/imitate
+  --value-episodes N     greedy episodes per seed for the value distributions (default 32)
+  --no-progress          no progress bar
+Any other Config field overrides the expert's config for the learners, e.g. --seeds 2 (the
+expert's first 2 seeds; learner seed k imitates expert seed k), --seed, --test-interval,
+--test-nepisode, --lr, --epsilon-start, --epsilon-anneal-steps, --batch-size, --n-envs,
+--imitation-loss ce, --alg <mixer>-bc (behaviour cloning). The map, the network sizes and input
+flags are the expert's: changing them is refused."""
+
+
+def imitate_command(argv: list[str]) -> None:
+    """igmda imitate: imitation of a frozen expert at several sight ranges (see IMITATE_HELP)."""
+    import argparse
+    import dataclasses
+    from pathlib import Path
+
+    if not argv or "-h" in argv or "--help" in argv:
+        print(IMITATE_HELP)
+        return
+    from igmda_jax.config import Config, ConfigError
+
+    head = argparse.ArgumentParser(prog="igmda imitate", add_help=False)
+    head.add_argument("--expert", required=True)
+    head.add_argument("--sight-range", nargs="+", required=True, dest="sight_ranges")
+    head.add_argument("--t-max", required=True)
+    head.add_argument("--out", default=None)
+    head.add_argument("--value-episodes", type=int, default=32)
+    head.add_argument("--no-progress", action="store_true")
+    known, rest = head.parse_known_args(argv)
+    try:
+        t_max = float(known.t_max)
+    except ValueError:
+        raise SystemExit(f"igmda imitate: --t-max must be a number, got {known.t_max!r}") from None
+    if not t_max.is_integer() or t_max < 1:
+        raise SystemExit(f"igmda imitate: --t-max must be a positive integer, got {known.t_max}")
+    from igmda_jax.imitate import ImitationError, format_table, imitate
+
+    expert_config_path = Path(known.expert) / "config.json"
+    if not expert_config_path.exists():
+        raise SystemExit(
+            f"igmda imitate: {known.expert} is not a run folder (no config.json); pass a folder "
+            "made by `igmda train`"
+        )
+    try:
+        default = Config(**json.loads(expert_config_path.read_text()))
+    except TypeError as error:
+        raise SystemExit(f"igmda imitate: cannot read {expert_config_path}: {error}") from None
+    parsed = tyro.cli(
+        Config,
+        default=default,
+        args=_integral_floats(rest),
+        prog="igmda imitate",
+        description=IMITATE_HELP,
+    )
+    overrides = {
+        field.name: getattr(parsed, field.name)
+        for field in dataclasses.fields(Config)
+        if getattr(parsed, field.name) != getattr(default, field.name)
+    }
+    out_dir = known.out if known.out is not None else str(Path(known.expert) / "imitate")
+    try:
+        summary = imitate(
+            known.expert,
+            known.sight_ranges,
+            out_dir,
+            t_max=int(t_max),
+            overrides=overrides,
+            value_episodes=known.value_episodes,
+            progress=not known.no_progress,
+        )
+    except (ImitationError, ConfigError, FileNotFoundError, FileExistsError) as error:
+        raise SystemExit(f"igmda imitate: {error}") from None
+    print(format_table(summary))
+    print(f"summary: {Path(out_dir) / 'summary.json'} (csv beside it), values.png, curves.png")
+
+
 def dataclasses_replace(config, **changes):
     import dataclasses
 
@@ -189,8 +276,14 @@ def main(argv: list[str] | None = None) -> None:
     if args and args[0] == "train":
         train_command(args[1:])
         return
+    if args and args[0] == "imitate":
+        imitate_command(args[1:])
+        return
     if args and args[0] in ("-h", "--help"):
-        print("igmda {train,eval,envs,random} ...; `igmda train --help` for training options")
+        print(
+            "igmda {train,imitate,eval,envs,random} ...; `igmda train --help` for training "
+            "options, `igmda imitate --help` for imitation of a frozen expert"
+        )
     tyro.extras.subcommand_cli_from_dict(COMMANDS, args=args)
 
 

@@ -72,6 +72,8 @@ class Config:
     # IGM-DA / BC
     imitation_loss: Literal["mse", "ce"] = "mse"
     imitation_weight: float = 1.0
+    # weight of the TD loss in the total loss; 0 freezes agent/expert and mixer (igmda imitate)
+    td_weight: float = 1.0
     expert_target_action: Literal["auto", "learner", "expert"] = "auto"
     beta_start: float = 0.0
     beta_anneal_steps: int = 0
@@ -136,6 +138,10 @@ class Config:
             raise ConfigError(
                 f"expert_target_action must be auto, learner or expert, got {self.expert_target_action!r}"
             )
+        if not self.td_weight >= 0.0:  # also rejects NaN
+            raise ConfigError(f"td_weight must be >= 0, got {self.td_weight}")
+        if self.td_weight == 0.0 and not self.uses_expert:
+            raise ConfigError(f"td_weight 0 trains nothing for {self.alg} (no learner to imitate)")
         if not 0.0 <= self.beta_start <= 1.0:
             raise ConfigError(f"beta_start must be in [0, 1], got {self.beta_start}")
         return self

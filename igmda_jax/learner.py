@@ -8,7 +8,8 @@ agent (plain, -bc), or of the **learner** (-da, the authors' choice; see
 actions to the one-hot of the expert's greedy action (MSE, Prop. 5) or uses them as logits
 (cross-entropy). Expert outputs and targets are gradient-stopped, so the imitation loss never
 moves the expert or the mixer and the TD loss never moves the learner. One optimizer updates
-all parameters with the summed loss (as the authors do).
+all parameters with the summed loss ``td_weight * TD + imitation_weight * imitation`` (as the
+authors do, both weights 1); ``td_weight = 0`` freezes the expert and mixer (``igmda imitate``).
 """
 
 from __future__ import annotations
@@ -159,7 +160,9 @@ def loss_fn(
         "q_tot": jnp.sum(q_tot_mean * filled) / valid,
         "target": jnp.sum((targets.mean(-1) if quantile else targets) * filled) / valid,
     }
-    total = td_loss
+    # td_weight = 0 (igmda imitate) leaves the TD term out of the graph entirely, so the
+    # agent/expert and mixer get exactly zero gradients (0 * a non-finite gradient would be NaN)
+    total = config.td_weight * td_loss if config.td_weight > 0.0 else jnp.zeros_like(td_loss)
     if learner_out is not None:
         expert_actions = losses.masked_greedy_actions(
             jax.lax.stop_gradient(online_mean[:-1]), avail[:-1]

@@ -107,6 +107,35 @@ def evaluate_rows(
     return rows
 
 
+class TensorBoardLog:
+    """Optional TensorBoard scalars (``--tensorboard``): one event file in ``DIR/tensorboard``,
+    per-seed and seed-mean values of every numeric metrics row. Needs tensorboardX
+    (``pip install 'igmda-jax[tensorboard]'``)."""
+
+    def __init__(self, directory: Path) -> None:
+        try:
+            from tensorboardX import SummaryWriter
+        except ImportError as error:
+            raise ImportError(
+                "--tensorboard needs tensorboardX: pip install 'igmda-jax[tensorboard]'"
+            ) from error
+        self.writer = SummaryWriter(str(directory))
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        step = min(row["t_env"] for row in rows)
+        for name in rows[0]:
+            if name in ("eval", "seed", "t_env") or not isinstance(rows[0][name], int | float):
+                continue
+            values = [row[name] for row in rows]
+            self.writer.add_scalar(f"mean/{name}", float(np.mean(values)), step)
+            for row in rows:
+                self.writer.add_scalar(f"seed{row['seed']}/{name}", row[name], row["t_env"])
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
 def _read_rows(path: Path, keep_below_eval: int) -> list[str]:
     if not path.exists():
         return []
@@ -143,6 +172,7 @@ def run(
     else:
         state = compiled.init(keys)
     metrics_path = out / "metrics.jsonl"
+    tensorboard = TensorBoardLog(out / "tensorboard") if config.tensorboard else None
     kept = _read_rows(metrics_path, host["evals"])
     metrics_path.write_text("".join(line + "\n" for line in kept))
 
@@ -180,9 +210,12 @@ def run(
         if t >= host["next_test"] or t >= config.t_max:
             rows = evaluate_rows(compiled, state, config, host["evals"], last_metrics)
             wall = time.perf_counter() - start_wall
+            rows = [{**row, "wall_time": round(wall, 2)} for row in rows]
             with metrics_path.open("a") as f:
                 for row in rows:
-                    f.write(json.dumps({**row, "wall_time": round(wall, 2)}) + "\n")
+                    f.write(json.dumps(row) + "\n")
+            if tensorboard is not None:
+                tensorboard.write(rows)
             host["evals"] += 1
             host["next_test"] = (t // config.test_interval + 1) * config.test_interval
             last_win = float(np.mean([row["win_rate"] for row in rows]))
@@ -214,6 +247,8 @@ def run(
     save()
     store.close()
     bar.close()
+    if tensorboard is not None:
+        tensorboard.close()
     final = [json.loads(line) for line in metrics_path.read_text().splitlines()][-config.seeds :]
     return {
         "win_rate_per_seed": [row["win_rate"] for row in final],

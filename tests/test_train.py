@@ -18,6 +18,7 @@ import pytest
 import envs
 from igmda_jax.checkpoint import CheckpointMismatchError
 from igmda_jax.config import ConfigError, make_config
+from igmda_jax.evaluate import evaluate_run
 from igmda_jax.run import TrainingDiverged, compile_trainer, run, seed_keys
 from igmda_jax.train import make_train
 
@@ -141,9 +142,17 @@ def test_run_writes_metrics_and_refuses_mismatched_resume(tmp_path: Path) -> Non
         run(small_run_config(alg="vdn"), tmp_path / "run", resume=True, progress=False)
     with pytest.raises(FileExistsError, match="--resume"):
         run(config, tmp_path / "run", progress=False)
-    # a longer budget may be resumed
-    longer = run(small_run_config(t_max=800), tmp_path / "run", resume=True, progress=False)
+    # a longer budget may be resumed, here with TensorBoard logging switched on
+    longer = run(
+        small_run_config(t_max=800, tensorboard=True), tmp_path / "run", resume=True, progress=False
+    )
     assert longer["t_env"] >= 800
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+    # igmda eval: the saved run's greedy win rate per seed and aggregated
+    evaluated = evaluate_run(tmp_path / "run", episodes=4)
+    assert evaluated["seeds"] == [0, 1] and evaluated["t_env"] == longer["t_env"]
+    assert len(evaluated["win_rate_per_seed"]) == 2
+    assert evaluated["win_rate_mean"] == pytest.approx(np.mean(evaluated["win_rate_per_seed"]))
 
 
 def test_nan_loss_stops_with_clear_message(tmp_path: Path) -> None:

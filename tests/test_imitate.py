@@ -1,0 +1,205 @@
+"""Tests of `igmda imitate`: a frozen expert, learners at several sight ranges, the outputs,
+and the refusals (missing run/checkpoint, another map, shapes the expert fixes)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+import envs
+from igmda_jax import imitate as im
+from igmda_jax.cli import main
+from igmda_jax.config import ConfigError, make_config
+from igmda_jax.learner import make_optimizer, update
+from igmda_jax.rollout import collect
+from igmda_jax.run import run
+from igmda_jax.train import make_train
+
+TINY = dict(
+    n_envs=4,
+    batch_size=8,
+    buffer_size=32,
+    hidden_dim=16,
+    mixer_embed=8,
+    hypernet_embed=16,
+    iterations_per_call=4,
+    test_interval=1_000_000,
+    test_nepisode=4,
+)
+T_MAX = 150  # hidden_cue: 6 steps x 4 envs x 4 iterations = 96 steps per chunk -> 2 chunks
+SIGHTS = [0.0, None]
+
+
+def same_tree(a, b) -> bool:
+    return jax.tree.structure(a) == jax.tree.structure(b) and all(
+        np.array_equal(np.asarray(x), np.asarray(y))
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    )
+
+
+@pytest.fixture(scope="module")
+def expert_dir(tmp_path_factory) -> Path:
+    """A tiny plain QMIX run on hidden_cue at full sight, 2 seeds (made by run.run)."""
+    out = tmp_path_factory.mktemp("expert") / "qmix"
+    config = make_config("smax", alg="qmix", map="hidden_cue", t_max=T_MAX, seeds=2, **TINY)
+    run(config, out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def imitation(expert_dir: Path, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("imitate") / "out"
+    summary = im.imitate(
+        expert_dir,
+        SIGHTS,
+        out,
+        t_max=T_MAX,
+        overrides={"test_nepisode": 4},
+        value_episodes=4,
+        progress=False,
+    )
+    return out, summary
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "rmsprop"])
+def test_td_weight_zero_leaves_expert_and_mixer_exactly_unchanged(optimizer: str) -> None:
+    env = envs.make("hidden_cue", sight_range=0.0)
+    config = make_config(
+        "smax", alg="qmix-da", map="hidden_cue", td_weight=0.0, optimizer=optimizer, **TINY
+    )
+    trainer = make_train(config, env)
+    state = jax.jit(trainer.init)(jax.random.PRNGKey(0))
+    batch, _ = collect(env, trainer.nets, config, state.params, jax.random.PRNGKey(1), 8, 1.0, 0.0)
+    _, observe = envs.spec.recorder(env)
+    opt = make_optimizer(config)
+
+    @jax.jit
+    def step(params, opt_state, key):
+        params, opt_state, _ = update(
+            params, state.target_params, opt_state, batch, key, config, trainer.nets, observe, opt
+        )
+        return params, opt_state
+
+    params, opt_state = state.params, state.opt_state
+    for i in range(3):
+        params, opt_state = step(params, opt_state, jax.random.PRNGKey(10 + i))
+    assert same_tree(params["agent"], state.params["agent"])
+    assert same_tree(params["mixer"], state.params["mixer"])
+    assert float(optax.global_norm(jax.tree.map(lambda a, b: a - b, params, state.params))) > 0
+
+
+def test_td_weight_validation() -> None:
+    with pytest.raises(ConfigError, match="td_weight must be >= 0"):
+        make_config(alg="qmix-da", td_weight=-1.0)
+    with pytest.raises(ConfigError, match="trains nothing"):
+        make_config(alg="qmix", td_weight=0.0)
+
+
+def test_value_distributions_state_types_average_expert_one_hots() -> None:
+    # 4 decisions of one state type; the expert's greedy actions 0, 0, 1, 2 (Prop. 5 target)
+    expert_q = np.array([[1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], float)
+    learner_q = np.tile([0.5, 0.25, 0.25], (4, 1))
+    avail = np.ones((4, 3), bool)
+    values = im.value_distributions(expert_q, learner_q, avail, ["a", "b", "c"])
+    kind = values["state_types"][0]
+    assert kind["count"] == 4 and kind["fraction"] == 1.0
+    np.testing.assert_allclose(kind["expert_greedy_freq"], [0.5, 0.25, 0.25])
+    np.testing.assert_allclose(kind["learner_q_mean"], [0.5, 0.25, 0.25])
+    assert values["agreement"] == 0.5
+    assert values["per_action"][0]["expert_q"]["mean"] == 0.5
+    assert sum(values["histograms"]["learner"]["counts"][1]) == 4
+
+
+def test_imitation_keeps_expert_frozen_and_trains_learners(expert_dir, imitation) -> None:
+    out, _ = imitation
+    expert = im.load_expert(expert_dir)
+    for sight in SIGHTS:
+        config, state, info = im.restore_imitation(out / f"sight_{im.sight_label(sight)}")
+        assert config.alg == "qmix-da" and config.td_weight == 0.0
+        assert config.sight_range == sight and config.expert_view == "full_obs"
+        assert info["expert_sight_range"] is None  # the expert run's sight range
+        for name in ("agent", "mixer"):
+            assert same_tree(state.params[name], expert.params[name])
+            assert same_tree(state.target_params[name], expert.params[name])
+        assert (np.asarray(state.updates) > 0).all()
+        compiled = im._compile(config, im.imitation_env(config, expert))
+        fresh = compiled.init(im.imitation_keys(config))
+        for seed in range(config.seeds):
+            learned = jax.tree.map(lambda x, s=seed: x[s], state.params["learner"])
+            initial = jax.tree.map(lambda x, s=seed: x[s], fresh.params["learner"])
+            assert not same_tree(learned, initial)
+
+
+def test_imitation_outputs(imitation) -> None:
+    out, summary = imitation
+    for name in ("summary.json", "summary.csv", "values.json", "values.png", "curves.png"):
+        assert (out / name).exists(), name
+    assert (out / "values.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(summary))
+    sights = summary["sight_ranges"]
+    assert [s["sight_range"] for s in sights] == SIGHTS
+    for s in sights:
+        assert len(s["per_seed"]) == 2
+        for seed in s["per_seed"]:
+            assert 0.0 <= seed["imitation_accuracy"] <= 1.0
+            assert 0.0 <= seed["learner_win_rate"] <= 1.0
+            assert seed["t_env"] >= T_MAX
+        rows = [json.loads(line) for line in (Path(s["run_dir"]) / "metrics.jsonl").open()]
+        assert {"win_rate", "expert_win_rate", "imitation_accuracy", "agreement"} <= set(rows[-1])
+    # the same frozen expert on the same evaluation episodes, whatever the learners' sight
+    assert sights[0]["expert_win_rate"] == sights[1]["expert_win_rate"]
+    with (out / "summary.csv").open() as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 2 * 3 and [row["seed"] for row in table[:3]] == ["0", "1", "mean"]
+    values = json.loads((out / "values.json").read_text())
+    assert len(values) == 2 and values[0]["decisions"] > 0
+    assert len(values[0]["per_action"]) == 3 and values[0]["state_types"]
+
+
+def test_cli_rerun_reuses_finished_sights(expert_dir, imitation, capsys) -> None:
+    out, _ = imitation
+    before = (out / "sight_0" / "metrics.jsonl").read_text()
+    args = ["imitate", "--expert", str(expert_dir), "--sight-range", "0", "none"]
+    args += ["--t-max", f"{T_MAX:e}", "--out", str(out), "--test-nepisode", "4"]
+    main([*args, "--value-episodes", "4", "--no-progress"])
+    printed = capsys.readouterr().out
+    assert "learner win" in printed and "sight_none" in printed
+    assert (out / "sight_0" / "metrics.jsonl").read_text() == before  # not retrained
+    with pytest.raises(SystemExit, match="already holds a different run"):
+        main([*args, "--lr", "0.01", "--no-progress"])
+
+
+def test_refusals(expert_dir: Path, tmp_path: Path) -> None:
+    kwargs = dict(t_max=100, progress=False)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        im.imitate(tmp_path / "nowhere", [0], tmp_path / "o", **kwargs)
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "config.json").write_text((expert_dir / "config.json").read_text())
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        im.imitate(bare, [0], tmp_path / "o", **kwargs)
+    assert not (bare / "checkpoints").exists()  # nothing created in the expert's folder
+    with pytest.raises(im.ImitationError, match=r"'hidden_cue' \(2 agents.*'3m' \(3 agents"):
+        im.imitate(expert_dir, [0], tmp_path / "o", overrides={"map": "3m"}, **kwargs)
+    with pytest.raises(im.ImitationError, match="hidden_dim"):
+        im.imitate(expert_dir, [0], tmp_path / "o", overrides={"hidden_dim": 32}, **kwargs)
+    with pytest.raises(im.ImitationError, match="subset"):
+        im.imitate(expert_dir, [0], tmp_path / "o", overrides={"seeds": 3}, **kwargs)
+    with pytest.raises(im.ImitationError, match="qmix-da"):
+        im.imitate(expert_dir, [0], tmp_path / "o", overrides={"alg": "vdn-da"}, **kwargs)
+    with pytest.raises(im.ImitationError, match="td_weight"):
+        im.imitate(expert_dir, [0], tmp_path / "o", overrides={"td_weight": 1.0}, **kwargs)
+    with pytest.raises(im.ImitationError, match="sight range"):
+        im.imitate(expert_dir, ["far"], tmp_path / "o", **kwargs)
+    assert not (tmp_path / "o").exists()
+    cli = ["imitate", "--expert", str(expert_dir), "--sight-range", "0", "--t-max", "100"]
+    with pytest.raises(SystemExit, match="'hidden_cue' .*'3m'"):
+        main([*cli, "--map", "3m"])
+    with pytest.raises(SystemExit, match="no checkpoint"):
+        main(["imitate", "--expert", str(bare), "--sight-range", "0", "--t-max", "100"])
