@@ -129,7 +129,7 @@ def fmt(value: float | None, spec: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--maps", nargs="+", default=["3m", "5m_vs_6m"])
-    parser.add_argument("--presets", nargs="+", default=["authors", "finetuned"])
+    parser.add_argument("--presets", nargs="+", default=["smax", "finetuned", "authors"])
     parser.add_argument("--t-max", type=int, default=1_000_000)
     parser.add_argument("--seeds", type=int, default=3, help="vmapped seeds per run")
     parser.add_argument("--test-interval", type=int, default=10_000)

@@ -199,6 +199,8 @@ def imitate_command(argv: list[str]) -> None:
     from igmda_jax.imitate import ImitationError, format_table, imitate
 
     expert_config_path = Path(known.expert) / "config.json"
+    if not Path(known.expert).is_dir():
+        raise SystemExit(f"igmda imitate: expert run folder {known.expert} does not exist")
     if not expert_config_path.exists():
         raise SystemExit(
             f"igmda imitate: {known.expert} is not a run folder (no config.json); pass a folder "

@@ -836,10 +836,14 @@ def format_table(summary: Mapping[str, Any]) -> str:
     """The final table ``igmda imitate`` prints: one line per sight range (seed means)."""
     fmt = lambda v: "   -" if v is None else f"{v:.3f}"  # noqa: E731
     expert = summary["expert"]
+    view = (
+        f"sees full_obs at sight {sight_label(expert['view_sight_range'])}"
+        if expert["view"] == "full_obs"
+        else f"sees {expert['view']}"
+    )
     lines = [
-        f"expert {expert['alg']} on {expert['map']} (sight "
-        f"{sight_label(expert['sight_range'])}, {expert['seeds']} seed(s)); learners "
-        f"{summary['learner_alg']}, t_max {summary['t_max']}",
+        f"expert {expert['alg']} on {expert['map']} ({view}, {expert['seeds']} seed(s)); "
+        f"learners {summary['learner_alg']}, t_max {summary['t_max']}",
         f"{'sight':>6} {'seeds':>5} {'learner win':>11} {'expert win':>10} "
         f"{'imit. acc':>9} {'agreement':>9}  run folder",
     ]
