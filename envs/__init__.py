@@ -7,9 +7,25 @@ and the toy games of envs/toy.py.
 
 from __future__ import annotations
 
-import contextlib
+import os
+
+# XLA's CPU runtime can wedge here: every thread parked, ``block_until_ready`` never returns,
+# while running our vmapped training step (seen with 8 seeds on 3m, jax 0.10.2; reported
+# upstream as jax#25861 and PyAutoFit#1530). Synchronous CPU dispatch removed it in our
+# reproducer (25/25 chunks, where asynchronous dispatch hung); single-threaded Eigen is the
+# other reported cure and cost us nothing measurable. Our host loop waits for every result
+# anyway, so neither costs throughput. IGMDA_XLA_DEFAULTS=1 keeps JAX's defaults.
+if os.environ.get("IGMDA_XLA_DEFAULTS", "0") != "1":
+    _flag = "--xla_cpu_multi_thread_eigen=false"
+    if _flag not in os.environ.get("XLA_FLAGS", ""):
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_flag}".strip()
+    import jax
+
+    jax.config.update("jax_cpu_enable_async_dispatch", False)
+
+import contextlib  # noqa: E402
 import io
-from collections.abc import Callable
+from collections.abc import Callable  # noqa: E402
 from typing import Any
 
 from envs.spec import EnvInfo, Environment, TimeStep, assert_timestep, step_autoreset

@@ -8,6 +8,8 @@ import tempfile
 
 import jax
 
+import envs  # noqa: F401  (first: applies the XLA CPU flag before JAX starts)
+
 _CACHE = os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "igmda-jax-test-xla-cache")
 )
