@@ -127,8 +127,6 @@ def train_command(argv: list[str]) -> None:
         description="Train a value-decomposition algorithm (fields below override the preset). "
         "Also: --preset {smax,finetuned,authors}, --out DIR, --resume DIR, --no-progress.",
     )
-    if known.resume is None and "--preset" in argv:
-        config = dataclasses_replace(config, preset=known.preset)
     try:
         config.validate()
     except ConfigError as error:
@@ -237,12 +235,6 @@ def imitate_command(argv: list[str]) -> None:
         raise SystemExit(f"igmda imitate: {error}") from None
     print(format_table(summary))
     print(f"summary: {Path(out_dir) / 'summary.json'} (csv beside it), values.png, curves.png")
-
-
-def dataclasses_replace(config, **changes):
-    import dataclasses
-
-    return dataclasses.replace(config, **changes)
 
 
 def eval_command(
