@@ -9,16 +9,22 @@ from __future__ import annotations
 
 import os
 
-# XLA's CPU runtime can wedge here: every thread parked, ``block_until_ready`` never returns,
-# while running our vmapped training step (seen with 8 seeds on 3m, jax 0.10.2; reported
-# upstream as jax#25861 and PyAutoFit#1530). Synchronous CPU dispatch removed it in our
-# reproducer (25/25 chunks, where asynchronous dispatch hung); single-threaded Eigen is the
-# other reported cure and cost us nothing measurable. Our host loop waits for every result
-# anyway, so neither costs throughput. IGMDA_XLA_DEFAULTS=1 keeps JAX's defaults.
+# XLA's CPU runtime can wedge: the main thread waits for an execution that no worker runs (every
+# Eigen pool thread parked in WaitForWork, ``block_until_ready`` never returns). Seen with jax
+# 0.10.2 on small vmapped programs, e.g. ``jit(vmap(init))`` of qmix-da on hidden_cue hung in 4 of
+# 8 fresh processes. Turning off XLA's concurrency-optimized thunk scheduler cured it (0 of 24);
+# single-threaded Eigen (also reported upstream as a cure: jax#25861, PyAutoFit#1530) and
+# synchronous CPU dispatch did not on their own, but are kept: they cost nothing measurable
+# here and our host loop waits for every result anyway. IGMDA_XLA_DEFAULTS=1 keeps JAX's defaults.
 if os.environ.get("IGMDA_XLA_DEFAULTS", "0") != "1":
-    _flag = "--xla_cpu_multi_thread_eigen=false"
-    if _flag not in os.environ.get("XLA_FLAGS", ""):
-        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_flag}".strip()
+    _flags = os.environ.get("XLA_FLAGS", "")
+    for _flag in (
+        "--xla_cpu_multi_thread_eigen=false",
+        "--xla_cpu_enable_concurrency_optimized_scheduler=false",
+    ):
+        if _flag.split("=")[0] not in _flags:
+            _flags = f"{_flags} {_flag}".strip()
+    os.environ["XLA_FLAGS"] = _flags
     import jax
 
     jax.config.update("jax_cpu_enable_async_dispatch", False)
