@@ -8,6 +8,9 @@
                   (wjh720/QPLEX, ``matrix_game_3``); not checked against the paper's PDF text.
 ``hidden_cue``    a short memory task: the optimal action is a hidden goal that the expert view
                   shows at every step but a sight-0 observation shows only at the first step.
+``hidden_cue_long``  hidden_cue with 8 decisions and 5 actions: at sight 0 plain QMIX stays near
+                  the memoryless return 0.4 for 150k steps while QMIX-DA reaches the optimum 2.0
+                  (tests/test_da.py; ``python experiments/hidden_cue_gap.py``).
 
 All environments follow envs/spec.py exactly: pure ``reset``/``step``, no auto-reset, absorbing
 after ``done``. Actions are assumed valid (int32 in ``[0, n_actions)``); they are not checked.
@@ -244,9 +247,11 @@ def make_hidden_cue(
     n_actions: int = 3,
     length: int = 6,
     time_limit: int | None = None,
+    map_name: str = "hidden_cue",
     **options: Any,
 ) -> HiddenCue:
-    """Build hidden_cue (see HiddenCue). Options: n_agents>=1, n_actions>=2, length>=1, time_limit."""
+    """Build hidden_cue (see HiddenCue). Options: n_agents>=1, n_actions>=2, length>=1, time_limit;
+    ``map_name`` names a registered variant in EnvInfo."""
     sight_range = validate_sight_range(sight_range)
     expert_view = validate_expert_view(expert_view)
     if options:
@@ -261,7 +266,7 @@ def make_hidden_cue(
         time_limit = _check_int("time_limit", time_limit, 1)
     state_dim = k + length + 1
     info = EnvInfo(
-        map_name="hidden_cue",
+        map_name=map_name,
         n_agents=n,
         n_enemies=0,
         n_actions=k,
@@ -282,15 +287,15 @@ def optimal_return(env: EnvInfo | MatrixGame | HiddenCue | str, **options: Any) 
     ``env`` is an environment of this module, its EnvInfo, or a registered name plus options.
     """
     if isinstance(env, str):
-        if env not in (*MATRIX_GAMES, "hidden_cue"):
+        if env not in (*MATRIX_GAMES, *HIDDEN_CUES):
             raise ValueError(f"no known optimal return for {env!r}")
         env = (
-            make_matrix_game(env, **options) if env in MATRIX_GAMES else make_hidden_cue(**options)
+            make_matrix_game(env, **options) if env in MATRIX_GAMES else HIDDEN_CUES[env](**options)
         )
     info = env if isinstance(env, EnvInfo) else env.info
     if info.map_name in MATRIX_GAMES:
         return float(MATRIX_GAMES[info.map_name].max())
-    if info.map_name == "hidden_cue":
+    if info.map_name in HIDDEN_CUES:
         length = info.state_dim - info.n_actions - 1  # state = [one-hot(h), one-hot(t) over L+1]
         return 2.0 if info.episode_limit == length else 0.0
     raise ValueError(f"no known optimal return for {info.map_name!r}")
@@ -298,4 +303,11 @@ def optimal_return(env: EnvInfo | MatrixGame | HiddenCue | str, **options: Any) 
 
 for _name in MATRIX_GAMES:
     register(_name, functools.partial(make_matrix_game, _name))
-register("hidden_cue", make_hidden_cue)
+HIDDEN_CUES: dict[str, Any] = {
+    "hidden_cue": make_hidden_cue,
+    "hidden_cue_long": functools.partial(
+        make_hidden_cue, length=8, n_actions=5, map_name="hidden_cue_long"
+    ),
+}
+for _name, _factory in HIDDEN_CUES.items():
+    register(_name, _factory)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,7 @@ import jax
 import numpy as np
 
 from igmda_jax.checkpoint import CheckpointStore
-from igmda_jax.config import Config
+from igmda_jax.config import load_config
 from igmda_jax.run import compile_trainer, evaluation_keys, seed_keys
 
 
@@ -26,7 +25,7 @@ def evaluate_run(
     config_path = run_dir / "config.json"
     if not config_path.exists():
         raise FileNotFoundError(f"{run_dir} is not a run folder (no config.json)")
-    config = Config(**json.loads(config_path.read_text()))
+    config = load_config(config_path)
     if actor not in ("deployed", "expert"):
         raise ValueError(f"actor must be 'deployed' or 'expert', got {actor!r}")
     if actor == "expert" and not config.uses_expert:

@@ -46,7 +46,7 @@ from tqdm import tqdm
 import envs
 from igmda_jax.acting import build_inputs, q_step
 from igmda_jax.checkpoint import CheckpointStore, check_compatible
-from igmda_jax.config import Config, ConfigError
+from igmda_jax.config import Config, ConfigError, config_from_dict, load_config
 from igmda_jax.learner import make_optimizer
 from igmda_jax.losses import masked_greedy_actions
 from igmda_jax.networks import initial_hidden
@@ -122,7 +122,7 @@ def read_expert(run_dir: str | Path) -> Expert:
             f"{run_dir} is not a run folder (no config.json); pass a folder made by `igmda train`"
         )
     try:
-        config = Config(**json.loads(config_path.read_text())).validate()
+        config = load_config(config_path).validate()
     except (TypeError, ConfigError) as error:
         raise ImitationError(f"cannot read the expert's config {config_path}: {error}") from None
     checkpoints = run_dir / "checkpoints"
@@ -362,11 +362,11 @@ def _train(
 def restore_imitation(run_dir: str | Path) -> tuple[Config, TrainState, dict[str, Any]]:
     """(config, final TrainState, imitation.json) of one ``OUT/sight_<s>`` folder."""
     run_dir = Path(run_dir)
-    config = Config(**json.loads((run_dir / "config.json").read_text()))
+    config = load_config(run_dir)
     info = json.loads((run_dir / "imitation.json").read_text())
     expert = Expert(
         Path(info["expert_dir"]),
-        Config(**info["expert_config"]),
+        config_from_dict(info["expert_config"]),
         {},
         [],
         info["n_agents"],

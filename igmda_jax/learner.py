@@ -170,8 +170,10 @@ def loss_fn(
         imitation = (
             losses.imitation_ce_loss if config.imitation_loss == "ce" else losses.imitation_mse_loss
         )
-        imitation_loss = imitation(learner_out[:-1], expert_actions, filled)
         learner_mean = learner_out.mean(axis=-2) if quantile else learner_out
+        # DMIX-DA: every sampled quantile [.., n, N, A] (authors) or their mean [.., n, A]
+        imitated = learner_out if config.imitate_quantiles else learner_mean
+        imitation_loss = imitation(imitated[:-1], expert_actions, filled)
         agree = losses.masked_greedy_actions(learner_mean[:-1], avail[:-1]) == expert_actions
         metrics["imitation_loss"] = imitation_loss
         metrics["imitation_accuracy"] = jnp.sum(agree.mean(-1) * filled) / valid

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from tqdm import tqdm
 
 import envs
 from igmda_jax.checkpoint import CheckpointStore, check_compatible
-from igmda_jax.config import Config
+from igmda_jax.config import Config, with_defaults
 from igmda_jax.train import Trainer, TrainState, make_train
 
 # Fields a user may change when resuming (they do not change what has been computed).
@@ -154,7 +155,8 @@ def run(
     if resume:
         if not config_path.exists():
             raise FileNotFoundError(f"nothing to resume: {config_path} does not exist")
-        check_compatible(json.loads(config_path.read_text()), config.to_dict(), RESUMABLE_FIELDS)
+        saved = with_defaults(json.loads(config_path.read_text()))
+        check_compatible(saved, config.to_dict(), RESUMABLE_FIELDS)
     elif config_path.exists():
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it")
     out.mkdir(parents=True, exist_ok=True)
@@ -167,7 +169,7 @@ def run(
     if resume and store.latest_step() is not None:
         like = jax.eval_shape(compiled.init, keys)
         state, metadata = store.restore(None, like)
-        check_compatible(metadata["config"], config.to_dict(), RESUMABLE_FIELDS)
+        check_compatible(with_defaults(metadata["config"]), config.to_dict(), RESUMABLE_FIELDS)
         host = metadata["host"]
     else:
         state = compiled.init(keys)
@@ -203,6 +205,7 @@ def run(
         unit="step",
         disable=not progress,
         dynamic_ncols=True,
+        mininterval=0.1 if sys.stderr.isatty() else 30.0,  # keep logs of redirected runs short
         desc=f"{config.alg} {config.map}",
     )
     while True:

@@ -3,6 +3,7 @@ template mismatches, interrupted saves and empty directories."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -22,6 +23,13 @@ from igmda_jax.checkpoint import (
     CheckpointStore,
     abstract_like,
     check_compatible,
+)
+from igmda_jax.config import (
+    ConfigError,
+    config_from_dict,
+    load_config,
+    make_config,
+    with_defaults,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -162,6 +170,21 @@ def test_check_compatible_names_every_differing_field() -> None:
         check_compatible(saved, {**saved, "t_max": 200})
     with pytest.raises(CheckpointMismatchError, match="flag: saved=True current=1"):
         check_compatible({"flag": True}, {"flag": 1})
+
+
+def test_saved_config_from_an_older_version_takes_new_fields_defaults(tmp_path: Path) -> None:
+    """A run saved before a field existed ran with that field's default: it stays resumable
+    (the comparison fills the default in), a changed value is still refused, and a field this
+    version does not know is named."""
+    config = make_config("authors", alg="qmix-da", map="3m", sight_range=0.0, td_weight=1.0)
+    older = {k: v for k, v in config.to_dict().items() if k != "td_weight"}
+    check_compatible(with_defaults(older), config.to_dict())
+    with pytest.raises(CheckpointMismatchError, match="td_weight: saved=1.0 current=0.5"):
+        check_compatible(with_defaults(older), {**config.to_dict(), "td_weight": 0.5})
+    (tmp_path / "config.json").write_text(json.dumps(older))
+    assert load_config(tmp_path) == config
+    with pytest.raises(ConfigError, match=r"\['renamed_field'\] unknown"):
+        config_from_dict({**older, "renamed_field": 3})
 
 
 def test_template_mismatch_names_the_leaf(tmp_path: Path) -> None:

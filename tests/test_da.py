@@ -9,13 +9,14 @@ import optax
 import pytest
 
 import envs
+from envs import toy
 from igmda_jax import losses
 from igmda_jax.checkpoint import CheckpointStore
-from igmda_jax.config import make_config
+from igmda_jax.config import MIXERS, make_config
 from igmda_jax.learner import loss_fn
 from igmda_jax.networks import RNNAgent
 from igmda_jax.rollout import collect
-from igmda_jax.run import compile_trainer, seed_keys
+from igmda_jax.run import compile_trainer, evaluation_keys, seed_keys
 from igmda_jax.train import make_train
 
 TINY = dict(n_envs=4, batch_size=4, buffer_size=16, hidden_dim=8, mixer_embed=4, hypernet_embed=8)
@@ -146,8 +147,9 @@ def test_prop5_learner_output_is_average_of_expert_one_hots() -> None:
     assert int(jnp.argmax(q[0, 0])) == 0  # the most frequent expert action wins
 
 
-# every mixer and both variants, in four compiles (the CI budget)
-@pytest.mark.parametrize("alg", ["qmix-da", "qplex-bc", "dmix-da", "vdn-bc"])
+@pytest.mark.parametrize(
+    "alg", [f"{mixer}-{variant}" for mixer in MIXERS for variant in ("da", "bc")]
+)
 def test_da_bc_seed_vmap_and_checkpoint_resume(alg: str, tmp_path) -> None:
     config = make_config(
         "smax", alg=alg, map="matrix_qtran", seeds=2, iterations_per_call=2, **TINY
@@ -165,3 +167,50 @@ def test_da_bc_seed_vmap_and_checkpoint_resume(alg: str, tmp_path) -> None:
     assert whole["updates"].min() > 0
     assert whole["imitation_loss"][0] != whole["imitation_loss"][1]  # seeds differ
     assert np.isfinite(whole["imitation_accuracy"]).all()
+
+
+def final_greedy_return(alg: str, t_max: int) -> np.ndarray:
+    """Train ``alg`` on hidden_cue_long at sight 0 (3 vmapped seeds, smax preset, default
+    network sizes) for ``t_max`` env steps; the deployed policy's greedy return per seed."""
+    config = make_config(
+        "smax", alg=alg, map="hidden_cue_long", sight_range=0.0, seeds=3, t_max=t_max
+    )
+    compiled = compile_trainer(config)
+    state = compiled.init(seed_keys(config))
+    while int(np.min(state.t_env)) < t_max:
+        state, _ = compiled.train_chunk(state)
+    result = compiled.evaluate(state, evaluation_keys(config, 0), "deployed")
+    return np.asarray(result["return"])
+
+
+def test_qmix_da_solves_hidden_cue_long_at_sight_0_where_qmix_does_not() -> None:
+    """The gap we can support (experiments/hidden_cue_gap.py measured it): within 30k env
+    steps every qmix-da seed's learner reaches the optimal return 2.0 (all three by 20k), while
+    plain qmix stays near the memoryless 2/5 = 0.4 (it still does at 150k steps). The expert
+    sees the cue at every step, so its TD targets are exact; the learner only has to copy its
+    last-step action from memory, which imitation teaches directly."""
+    optimum = toy.optimal_return("hidden_cue_long")
+    da_returns = final_greedy_return("qmix-da", 30_000)
+    plain_returns = final_greedy_return("qmix", 30_000)
+    assert da_returns.min() >= 0.9 * optimum, da_returns
+    assert plain_returns.mean() <= 0.5 * optimum, plain_returns
+
+
+def test_dmix_da_imitates_every_quantile_or_their_mean() -> None:
+    """The default regresses each sampled quantile to the one-hot (the authors' code); the
+    option regresses their mean, which by Jensen's inequality gives a smaller MSE on the same
+    batch, and equal only if all quantiles agree (not the case for a fresh IQN learner)."""
+    config, trainer, state, batch, observe = da_batch("dmix-da")
+
+    def imitation_loss(cfg) -> float:
+        _, metrics = loss_fn(
+            state.params, state.target_params, batch, jax.random.PRNGKey(2), cfg, trainer.nets,
+            observe,
+        )  # fmt: skip
+        return float(metrics["imitation_loss"])
+
+    import dataclasses
+
+    per_quantile = imitation_loss(config)
+    of_mean = imitation_loss(dataclasses.replace(config, imitate_quantiles=False))
+    assert of_mean < per_quantile

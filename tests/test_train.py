@@ -17,7 +17,8 @@ import pytest
 
 import envs
 from igmda_jax.checkpoint import CheckpointMismatchError
-from igmda_jax.config import ConfigError, make_config
+from igmda_jax.cli import parse_train_args
+from igmda_jax.config import MAIN_JOB, ConfigError, make_config
 from igmda_jax.evaluate import evaluate_run
 from igmda_jax.run import TrainingDiverged, compile_trainer, run, seed_keys
 from igmda_jax.train import make_train
@@ -236,3 +237,16 @@ def test_qmix_learns_3m_at_full_sight(tmp_path: Path) -> None:
     ]
     assert rows[0]["win_rate"] == 0.0
     assert max(row["win_rate"] for row in rows) >= 0.25, [(r["t_env"], r["win_rate"]) for r in rows]
+
+
+def test_train_defaults_are_the_main_job() -> None:
+    """`igmda train` with no options: qmix-da on 3m at sight 0 within the 5-minute budget,
+    into a fresh timestamped run folder; options still override the defaults."""
+    request = parse_train_args([])
+    config = request.config
+    assert (config.alg, config.map, config.sight_range) == ("qmix-da", "3m", 0.0)
+    assert config.t_max == MAIN_JOB["t_max"] and config.preset == "smax"
+    assert request.out_dir.startswith("runs/qmix-da_3m_sight0_") and not request.resume
+    other = parse_train_args(["--alg", "vdn", "--sight-range", "3", "--out", "x", "--t-max", "2e6"])
+    assert (other.config.alg, other.config.sight_range, other.config.t_max) == ("vdn", 3.0, 2e6)
+    assert other.out_dir == "x"
