@@ -33,6 +33,10 @@ without replacing the process. Actions are checked on the host before anything i
 :class:`InvalidActionError` naming worker, agent and action. ``close()``, leaving a ``with``
 block, garbage collection and interpreter exit all shut the workers down (they also exit by
 themselves when the host's end of the pipe closes).
+
+Layout. This module is the host side; the worker process side is envs/pool_worker.py, the
+records and the row layout shared by both are envs/pool_types.py. Their public names are
+re-exported here.
 """
 
 from __future__ import annotations
@@ -43,18 +47,34 @@ import logging
 import multiprocessing
 import multiprocessing.connection as mp_connection
 import os
-import signal
-import sys
 import time
-import traceback
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import numpy as np
 
+from envs.pool_types import (
+    _AVAIL,
+    _DONE,
+    _DTYPES,
+    FIELDS,
+    DroppedEpisode,
+    EpisodeBatch,
+    EpisodeFault,
+    FaultInjection,
+    Rollout,
+    Row,
+    StepResult,
+    WorkerPoolError,
+    _absorbing,
+    _pad_episodes,
+    _placeholder_row,
+    _row_at,
+)
+from envs.pool_worker import WorkerEnv, WorkerSpec, _worker_main, _worker_seed
 from envs.spec import EnvInfo, InvalidActionError, TimeStep, check_actions
 
 __all__ = [
@@ -78,278 +98,6 @@ Backend = Literal["smax", "smac"]
 ActFn = Callable[[TimeStep, np.ndarray], Any]
 """``act_fn(timestep, first) -> actions``: timestep leaves [n_workers, ...], first [n_workers]
 bool (row starts an episode this step), actions [n_workers, n_agents] int."""
-
-FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(TimeStep))
-_DTYPES: dict[str, Any] = {
-    "obs": np.float32,
-    "expert_obs": np.float32,
-    "state": np.float32,
-    "avail": np.bool_,
-    "reward": np.float32,
-    "done": np.bool_,
-    "won": np.bool_,
-    "truncated": np.bool_,
-}
-Row = tuple[np.ndarray, ...]  # one worker's TimeStep, fields in FIELDS order, no batch axis
-_AVAIL, _REWARD, _DONE = FIELDS.index("avail"), FIELDS.index("reward"), FIELDS.index("done")
-
-
-class WorkerPoolError(RuntimeError):
-    """A worker could not be started (or restarted), or broke the worker protocol."""
-
-
-class EpisodeFault(RuntimeError):
-    """Raised inside a worker: the environment gave up on the current episode (drop it)."""
-
-
-# ---------------------------------------------------------------------------- records
-
-
-@dataclasses.dataclass(frozen=True)
-class DroppedEpisode:
-    """An episode lost to a worker fault.
-
-    worker: worker index; pid: the process that failed; step: transitions the episode had
-    taken; reason: what happened; restarted: whether the process was replaced.
-    """
-
-    worker: int
-    pid: int | None
-    step: int
-    reason: str
-    restarted: bool
-
-
-@dataclasses.dataclass(frozen=True)
-class FaultInjection:
-    """Test-only: make worker ``worker`` fail on its ``at_step``-th step command (1-based,
-    counted from process start). ``mode="exit"`` kills the process (``os._exit``), ``"raise"``
-    raises inside the worker, ``"hang"`` never answers (the pool's ``timeout`` catches it).
-    Applies to the first process of that worker only, so the replacement runs normally."""
-
-    worker: int
-    at_step: int
-    mode: Literal["exit", "raise", "hang"] = "exit"
-
-
-@dataclasses.dataclass(frozen=True)
-class StepResult:
-    """What :meth:`WorkerPool.step` returns.
-
-    timestep:  TimeStep, every leaf [n, ...] numpy (n = number of workers stepped); rows of
-               dropped episodes are placeholders (zeros, done=True, all actions available)
-    worker_ids: [n] int64, the worker of each row
-    dropped_mask: [n] bool, True where the episode was dropped during this step
-    dropped:   the DroppedEpisode records of this step
-    """
-
-    timestep: TimeStep
-    worker_ids: np.ndarray
-    dropped_mask: np.ndarray
-    dropped: tuple[DroppedEpisode, ...]
-
-
-@dataclasses.dataclass(frozen=True)
-class EpisodeBatch:
-    """Finished episodes in the fused path's padded layout (numpy), T = info.episode_limit.
-
-    timestep: TimeStep with leaves [B, T + 1, ...]: index 0 is the reset TimeStep, index t + 1
-              follows action t. After the episode ends the last TimeStep repeats with reward 0
-              (the absorbing semantics of envs/spec.py).
-    actions:  [B, T, n_agents] int32; after the end, each agent's first available action
-    length:   [B] int32, real transitions per episode (1..T)
-    worker:   [B] int32, the worker that played each episode
-    """
-
-    timestep: TimeStep
-    actions: np.ndarray
-    length: np.ndarray
-    worker: np.ndarray
-
-    @property
-    def mask(self) -> np.ndarray:
-        """[B, T] bool: transition t is real (the TimeStep it starts from is not done)."""
-        return ~np.asarray(self.timestep.done)[:, :-1]
-
-    @property
-    def returns(self) -> np.ndarray:
-        """[B] float32: undiscounted episode returns."""
-        return np.asarray(self.timestep.reward).sum(axis=1, dtype=np.float32)
-
-    @property
-    def won(self) -> np.ndarray:
-        """[B] bool: the episode ended in a win."""
-        return np.asarray(self.timestep.won)[:, -1]
-
-    def __len__(self) -> int:
-        return int(self.length.shape[0])
-
-
-@dataclasses.dataclass(frozen=True)
-class Rollout:
-    """What :meth:`WorkerPool.run_episodes` returns: exactly ``n_episodes`` finished episodes,
-    the episodes dropped on the way, and the number of synchronous rounds it took."""
-
-    episodes: EpisodeBatch
-    dropped: tuple[DroppedEpisode, ...]
-    rounds: int
-
-    @property
-    def env_steps(self) -> int:
-        """Transitions in the returned episodes."""
-        return int(self.episodes.length.sum())
-
-
-# ---------------------------------------------------------------------------- worker side
-
-
-def _worker_seed(seed: int, index: int, generation: int) -> int:
-    """A 31-bit seed for one process of one worker (new stream after every restart)."""
-    return int(np.random.SeedSequence([seed, index, generation]).generate_state(1)[0] >> 1)
-
-
-@dataclasses.dataclass(frozen=True)
-class WorkerSpec:
-    """Everything a worker process needs (pickled to the child)."""
-
-    backend: str
-    map_name: str
-    index: int
-    generation: int
-    seed: int
-    env_options: dict[str, Any]
-    make_env: Callable[..., Any] | None
-    platform: str | None
-    compile_cache_dir: str | None
-    crash_at_step: int | None
-    crash_mode: str
-
-
-class WorkerEnv(Protocol):
-    """What a worker process drives: numpy in, one Row (fields in FIELDS order) out."""
-
-    info: EnvInfo
-
-    def reset(self) -> Row: ...
-
-    def step(self, actions: np.ndarray) -> Row: ...
-
-    def close(self) -> None: ...
-
-
-def _make_worker_env(spec: WorkerSpec) -> WorkerEnv:
-    """The backend's worker env (inside the worker process)."""
-    if spec.backend == "smac":
-        from envs.smac import SmacWorkerEnv  # here, not on top: envs.smac imports this module
-
-        return SmacWorkerEnv(spec)
-    return JaxWorkerEnv(spec)
-
-
-class JaxWorkerEnv:
-    """One envs.spec environment, jitted, numpy in / numpy out (runs inside a worker)."""
-
-    def __init__(self, spec: WorkerSpec) -> None:
-        import jax
-        import jax.numpy as jnp
-
-        if spec.platform is not None:
-            jax.config.update("jax_platforms", spec.platform)
-        if spec.compile_cache_dir is not None:
-            jax.config.update("jax_compilation_cache_dir", spec.compile_cache_dir)
-            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-            jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
-        if spec.make_env is None:
-            import envs
-
-            env = envs.make(spec.map_name, **spec.env_options)
-        else:
-            env = spec.make_env(spec.map_name, **spec.env_options)
-        self.info: EnvInfo = env.info
-
-        def reset(key: jax.Array) -> tuple[jax.Array, TimeStep, Any]:
-            key, sub = jax.random.split(key)
-            timestep, state = env.reset(sub)
-            return key, timestep, state
-
-        def step(key: jax.Array, state: Any, actions: jax.Array) -> tuple[jax.Array, TimeStep, Any]:
-            key, sub = jax.random.split(key)
-            timestep, state = env.step(sub, state, actions)
-            return key, timestep, state
-
-        self._jax, self._jnp = jax, jnp
-        self._reset, self._step = jax.jit(reset), jax.jit(step)
-        self._key = jax.random.key(spec.seed)
-        self._state: Any = None
-        # Compile both functions now, so that "ready" means ready.
-        _, _, state = self._reset(self._key)
-        warm = self._step(self._key, state, jnp.zeros((self.info.n_agents,), jnp.int32))
-        jax.block_until_ready(warm)
-
-    def _row(self, timestep: TimeStep) -> Row:
-        host = self._jax.device_get(timestep)
-        return tuple(np.asarray(getattr(host, name)) for name in FIELDS)
-
-    def reset(self) -> Row:
-        self._key, timestep, self._state = self._reset(self._key)
-        return self._row(timestep)
-
-    def step(self, actions: np.ndarray) -> Row:
-        if self._state is None:
-            raise RuntimeError("step before reset")
-        actions = self._jnp.asarray(actions, self._jnp.int32)
-        self._key, timestep, self._state = self._step(self._key, self._state, actions)
-        return self._row(timestep)
-
-    def close(self) -> None:
-        self._state = None
-
-
-def _worker_main(conn: Connection, spec: WorkerSpec) -> None:
-    """Worker process body. Messages host -> worker: ("reset", None), ("step", actions
-    [n_agents] int32), ("close", None). Worker -> host: ("ready", EnvInfo), ("row", Row),
-    ("drop", reason) for an episode the env gave up on, ("error", traceback) before exiting."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the host's to handle
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # run `finally` (closes SC2)
-    env: WorkerEnv | None = None
-    try:
-        env = _make_worker_env(spec)
-        conn.send(("ready", env.info))
-        n_steps = 0
-        while True:
-            try:
-                kind, payload = conn.recv()
-            except EOFError:  # the host is gone
-                break
-            if kind == "close":
-                break
-            try:
-                if kind == "reset":
-                    reply = ("row", env.reset())
-                elif kind == "step":
-                    n_steps += 1
-                    if spec.crash_at_step is not None and n_steps == spec.crash_at_step:
-                        if spec.crash_mode == "exit":
-                            os._exit(3)
-                        while spec.crash_mode == "hang":
-                            time.sleep(60.0)
-                        raise RuntimeError(f"injected fault at step {n_steps}")
-                    reply = ("row", env.step(payload))
-                else:
-                    raise ValueError(f"unknown message {kind!r}")
-            except EpisodeFault as fault:
-                reply = ("drop", str(fault))
-            conn.send(reply)
-    except SystemExit:  # SIGTERM from the host: just clean up
-        pass
-    except BaseException:
-        with contextlib.suppress(Exception):
-            conn.send(("error", traceback.format_exc()))
-    finally:
-        if env is not None:
-            with contextlib.suppress(Exception):
-                env.close()
-        conn.close()
 
 
 # ---------------------------------------------------------------------------- host side
@@ -831,56 +579,3 @@ class WorkerPool:
         return (
             f"WorkerPool({self.backend!r}, {self.map_name!r}, n_workers={self.n_workers}, {state})"
         )
-
-
-# ---------------------------------------------------------------------------- episode layout
-
-
-def _placeholder_row(info: EnvInfo) -> Row:
-    """A row for a worker with nothing to show: zeros, done=True, every action available."""
-    return (
-        np.zeros((info.n_agents, info.obs_dim), np.float32),
-        np.zeros((info.n_agents, info.expert_dim), np.float32),
-        np.zeros((info.state_dim,), np.float32),
-        np.ones((info.n_agents, info.n_actions), bool),
-        np.zeros((), np.float32),
-        np.ones((), bool),
-        np.zeros((), bool),
-        np.zeros((), bool),
-    )
-
-
-def _row_at(timestep: TimeStep, k: int) -> Row:
-    """Row ``k`` of a TimeStep with leaves [n, ...]."""
-    return tuple(np.asarray(getattr(timestep, name))[k] for name in FIELDS)
-
-
-def _absorbing(row: Row) -> Row:
-    """The TimeStep an absorbing episode repeats after its end: the same, with reward 0."""
-    out = list(row)
-    out[_REWARD] = np.zeros((), np.float32)
-    return tuple(out)
-
-
-def _pad_episodes(
-    episodes: Sequence[tuple[int, list[Row], list[np.ndarray]]], info: EnvInfo
-) -> EpisodeBatch:
-    """Pad (worker, TimeStep rows [L + 1], actions [L]) episodes to T = info.episode_limit."""
-    limit = info.episode_limit
-    leaves: dict[str, list[np.ndarray]] = {name: [] for name in FIELDS}
-    actions, lengths, workers = [], [], []
-    for worker, steps, acts in episodes:
-        length = len(acts)
-        padded = steps + [_absorbing(steps[-1])] * (limit - length)
-        for k, name in enumerate(FIELDS):
-            leaves[name].append(np.stack([row[k] for row in padded]))
-        filler = np.argmax(steps[-1][_AVAIL], axis=-1).astype(np.int32)
-        actions.append(np.stack(acts + [filler] * (limit - length)))
-        lengths.append(length)
-        workers.append(worker)
-    return EpisodeBatch(
-        timestep=TimeStep(**{name: np.stack(v) for name, v in leaves.items()}),
-        actions=np.stack(actions).astype(np.int32),
-        length=np.asarray(lengths, np.int32),
-        worker=np.asarray(workers, np.int32),
-    )

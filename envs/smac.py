@@ -38,7 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from envs.pool import (
+from envs.pool import WorkerPool
+from envs.pool_types import (
     DroppedEpisode,
     EpisodeBatch,
     EpisodeFault,
@@ -46,10 +47,9 @@ from envs.pool import (
     Rollout,
     Row,
     StepResult,
-    WorkerPool,
     WorkerPoolError,
-    WorkerSpec,
 )
+from envs.pool_worker import WorkerSpec
 from envs.spec import (
     EnvInfo,
     InvalidActionError,

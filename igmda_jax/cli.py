@@ -216,7 +216,8 @@ def imitate_command(argv: list[str]) -> None:
         raise SystemExit(f"igmda imitate: --t-max must be a number, got {known.t_max!r}") from None
     if not t_max.is_integer() or t_max < 1:
         raise SystemExit(f"igmda imitate: --t-max must be a positive integer, got {known.t_max}")
-    from igmda_jax.imitate import ImitationError, format_table, imitate
+    from igmda_jax.imitate import ImitationError, imitate
+    from igmda_jax.imitation_report import format_table
 
     expert_config_path = Path(known.expert) / "config.json"
     if not Path(known.expert).is_dir():

@@ -31,65 +31,117 @@ class Config:
 
     # problem
     alg: str = "qmix"
+    """vdn qmix qplex dmix, each also -da (IGM-DA: learner acts, imitates the expert) or -bc
+    (behaviour cloning: the expert acts)."""
     map: str = "3m"
+    """Registered map (`igmda envs` lists them): SMAX maps, 8m_vs_9m, MMM2, toy games."""
     sight_range: float | None = None
+    """Sight range of the agents' (learners') observations; 0 = blind; None = each unit
+    type's SMAX sight."""
     expert_view: Literal["full_obs", "state"] = "full_obs"
+    """What the -da/-bc expert sees: full-sight observations, or the global state + agent id."""
     episode_limit: int | None = None
+    """Override the map's episode limit (None: SMAC's limit for the map)."""
     preset: str = "smax"
+    """Hyperparameter preset the run started from (smax, finetuned, authors); set by --preset."""
     # budget and seeds
     t_max: int = 2_000_000
+    """Env steps to train, per seed (2e6 accepted)."""
     seeds: int = 1
+    """Independent seeds trained together, vmapped in one compiled program."""
     seed: int = 0
-    # data: n_envs parallel episodes per iteration, each followed by updates_per_iteration
+    """First seed; seeds are seed, seed+1, ..."""
+    # data
     n_envs: int = 8
+    """Parallel episodes collected per iteration."""
     updates_per_iteration: int = 1
+    """Gradient updates after each iteration's collection."""
     buffer_size: int = 5000
+    """Replay capacity in episodes (per seed)."""
     batch_size: int = 128
+    """Episodes per update."""
     # optimisation
     optimizer: Literal["rmsprop", "adam"] = "adam"
+    """Optimizer (optax); rmsprop uses PyTorch semantics (alpha, eps outside the sqrt)."""
     lr: float = 1e-3
+    """Learning rate."""
     rms_alpha: float = 0.99
+    """RMSprop smoothing constant."""
     optim_eps: float = 1e-5
+    """Optimizer epsilon."""
     grad_clip: float = 10.0
+    """Global gradient-norm clip."""
     gamma: float = 0.99
-    td_lambda: float = 0.6  # 0 gives 1-step targets
+    """Discount."""
+    td_lambda: float = 0.6
+    """TD(lambda) targets; 0 gives 1-step targets."""
     double_q: bool = True
+    """Double Q: the online network picks the next action, the target network values it."""
     target_update_episodes: int = 200
+    """Hard target-network update every this many episodes."""
     # exploration
     epsilon_start: float = 1.0
+    """Initial epsilon of epsilon-greedy acting (over available actions)."""
     epsilon_finish: float = 0.05
+    """Final epsilon."""
     epsilon_anneal_steps: int = 100_000
+    """Env steps of the linear epsilon anneal."""
     # networks
     hidden_dim: int = 64
+    """GRU hidden size of the agent (and learner) networks."""
     mixer_embed: int = 32
+    """QMIX/DMIX mixing embedding size."""
     hypernet_embed: int = 64
+    """Hypernetwork hidden size."""
     hypernet_layers: int = 2
+    """Hypernetwork depth (1 or 2)."""
     qplex_heads: int = 4
+    """QPLEX attention heads (K) of the advantage weights."""
     qplex_adv_hypernet_layers: int = 2
+    """QPLEX advantage hypernetwork depth."""
     n_quantiles: int = 8
+    """DMIX: quantile fractions sampled for the online network."""
     n_target_quantiles: int = 8
+    """DMIX: quantile fractions sampled for the targets."""
     n_act_quantiles: int = 32
+    """DMIX: quantile fractions averaged to act."""
     obs_last_action: bool = True
+    """Feed each agent its own last action (one-hot)."""
     obs_agent_id: bool = True
+    """Feed each agent its id (one-hot)."""
     obs_avail: bool = True
+    """Feed each agent its available-actions mask (as the authors' code does)."""
     # IGM-DA / BC
     imitation_loss: Literal["mse", "ce"] = "mse"
+    """Learner loss: MSE to the expert's greedy one-hot (paper, Prop. 5) or cross-entropy."""
     imitation_weight: float = 1.0
-    # DMIX-DA: regress every sampled quantile of the IQN learner to the expert's one-hot (the
-    # authors' code) or, with False, only the quantiles' mean
+    """Weight of the imitation loss in the total loss."""
     imitate_quantiles: bool = True
-    # weight of the TD loss in the total loss; 0 freezes agent/expert and mixer (igmda imitate)
+    """DMIX-DA: regress every sampled quantile of the IQN learner to the expert's one-hot (the
+    authors' code) or, with --no-imitate-quantiles, only the quantiles' mean."""
     td_weight: float = 1.0
+    """Weight of the TD loss; 0 freezes the agent/expert and mixer (igmda imitate)."""
     expert_target_action: Literal["auto", "learner", "expert"] = "auto"
+    """Whose greedy action the expert's double-Q target uses: auto = learner for -da (the
+    authors' choice), expert for -bc."""
     beta_start: float = 0.0
+    """-da DAgger mixing: probability that the expert plays a whole episode, annealed linearly
+    to 0 (0: off, the default)."""
     beta_anneal_steps: int = 0
+    """Env steps of the linear beta anneal."""
     # evaluation, logging, checkpoints
     test_interval: int = 10_000
+    """Env steps between greedy evaluations."""
     test_nepisode: int = 32
+    """Greedy test episodes per seed per evaluation."""
     iterations_per_call: int = 16
+    """Iterations fused in one jitted call (the host logs between calls)."""
     save_interval: int = 100_000
+    """Env steps between checkpoints (one is also written at the end)."""
     keep_checkpoints: int = 2
+    """Checkpoints kept (oldest deleted)."""
     tensorboard: bool = False
+    """Also write TensorBoard scalars (needs the tensorboard extra)."""
 
     # ------------------------------------------------------------------ derived
     @property

@@ -17,6 +17,7 @@ import dataclasses
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,8 +57,10 @@ class Compiled:
     evaluate: Any
 
 
-def compile_trainer(config: Config) -> Compiled:
-    trainer = make_train(config, make_env(config))
+def compile_trainer(config: Config, env: envs.Environment | None = None) -> Compiled:
+    """jit(vmap(...)) of the trainer's functions for ``config`` on ``env`` (default: the
+    config's own environment, ``make_env``)."""
+    trainer = make_train(config, make_env(config) if env is None else env)
     return Compiled(
         trainer=trainer,
         init=jax.jit(jax.vmap(trainer.init)),
@@ -145,10 +148,22 @@ def _read_rows(path: Path, keep_below_eval: int) -> list[str]:
 
 
 def run(
-    config: Config, out_dir: str | Path, *, resume: bool = False, progress: bool = True
+    config: Config,
+    out_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    env: envs.Environment | None = None,
+    initial_state: Callable[[Compiled], TrainState] | None = None,
+    desc: str | None = None,
 ) -> dict:
     """Train ``config`` into ``out_dir`` (or continue it with ``resume``). Returns a summary:
-    final greedy win rate per seed, its mean, and the run folder."""
+    final greedy win rate per seed, its mean, and the run folder.
+
+    Hooks for runs built on another (igmda imitate): ``env`` replaces the config's environment,
+    ``initial_state(compiled)`` replaces ``compiled.init(seed_keys(config))`` for a fresh start
+    (a resume restores the checkpoint into the same structure), ``desc`` labels the progress bar.
+    """
     config.validate()
     out = Path(out_dir)
     config_path = out / "config.json"
@@ -162,7 +177,7 @@ def run(
     out.mkdir(parents=True, exist_ok=True)
     config_path.write_text(json.dumps(config.to_dict(), indent=1))
 
-    compiled = compile_trainer(config)
+    compiled = compile_trainer(config, env)
     keys = seed_keys(config)
     store = CheckpointStore(out / "checkpoints", max_to_keep=config.keep_checkpoints)
     host = {"evals": 0, "next_test": 0, "next_save": config.save_interval, "wall": 0.0}
@@ -172,7 +187,7 @@ def run(
         check_compatible(with_defaults(metadata["config"]), config.to_dict(), RESUMABLE_FIELDS)
         host = metadata["host"]
     else:
-        state = compiled.init(keys)
+        state = compiled.init(keys) if initial_state is None else initial_state(compiled)
     metrics_path = out / "metrics.jsonl"
     tensorboard = TensorBoardLog(out / "tensorboard") if config.tensorboard else None
     kept = _read_rows(metrics_path, host["evals"])
@@ -206,7 +221,7 @@ def run(
         disable=not progress,
         dynamic_ncols=True,
         mininterval=0.1 if sys.stderr.isatty() else 30.0,  # keep logs of redirected runs short
-        desc=f"{config.alg} {config.map}",
+        desc=desc or f"{config.alg} {config.map}",
     )
     while True:
         t = t_now()

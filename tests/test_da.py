@@ -83,7 +83,7 @@ def test_imitation_moves_only_learner_and_td_only_expert_and_mixer(alg: str) -> 
 
     imitation_grads = part("imitation_loss")
     td_grads = part("td_loss")
-    norm = lambda tree: float(optax.global_norm(tree))  # noqa: E731
+    norm = lambda tree: float(optax.tree.norm(tree))  # noqa: E731
     assert norm(imitation_grads["learner"]) > 0
     assert norm(imitation_grads["agent"]) == 0 and norm(imitation_grads["mixer"]) == 0
     assert norm(td_grads["agent"]) > 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import jax
@@ -14,11 +15,12 @@ import pytest
 
 import envs
 from igmda_jax import imitate as im
+from igmda_jax import imitation_report as report
 from igmda_jax.cli import main
 from igmda_jax.config import ConfigError, make_config
 from igmda_jax.learner import make_optimizer, update
 from igmda_jax.rollout import collect
-from igmda_jax.run import run
+from igmda_jax.run import compile_trainer, run
 from igmda_jax.train import make_train
 
 TINY = dict(
@@ -106,7 +108,7 @@ def test_value_distributions_state_types_average_expert_one_hots() -> None:
     expert_q = np.array([[1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], float)
     learner_q = np.tile([0.5, 0.25, 0.25], (4, 1))
     avail = np.ones((4, 3), bool)
-    values = im.value_distributions(expert_q, learner_q, avail, ["a", "b", "c"])
+    values = report.value_distributions(expert_q, learner_q, avail, ["a", "b", "c"])
     kind = values["state_types"][0]
     assert kind["count"] == 4 and kind["fraction"] == 1.0
     np.testing.assert_allclose(kind["expert_greedy_freq"], [0.5, 0.25, 0.25])
@@ -120,7 +122,7 @@ def test_imitation_keeps_expert_frozen_and_trains_learners(expert_dir, imitation
     out, _ = imitation
     expert = im.load_expert(expert_dir)
     for sight in SIGHTS:
-        config, state, info = im.restore_imitation(out / f"sight_{im.sight_label(sight)}")
+        config, state, info = im.restore_imitation(out / f"sight_{report.sight_label(sight)}")
         assert config.alg == "qmix-da" and config.td_weight == 0.0
         assert config.optimizer == "adam"  # zero gradients leave Adam's parameters unchanged
         assert config.sight_range == sight and config.expert_view == "full_obs"
@@ -129,7 +131,7 @@ def test_imitation_keeps_expert_frozen_and_trains_learners(expert_dir, imitation
             assert same_tree(state.params[name], expert.params[name])
             assert same_tree(state.target_params[name], expert.params[name])
         assert (np.asarray(state.updates) > 0).all()
-        compiled = im._compile(config, im.imitation_env(config, expert))
+        compiled = compile_trainer(config, im.imitation_env(config, expert))
         fresh = compiled.init(im.imitation_keys(config))
         for seed in range(config.seeds):
             learned = jax.tree.map(lambda x, s=seed: x[s], state.params["learner"])
@@ -204,3 +206,21 @@ def test_refusals(expert_dir: Path, tmp_path: Path) -> None:
         main([*cli, "--map", "3m"])
     with pytest.raises(SystemExit, match="no checkpoint"):
         main(["imitate", "--expert", str(bare), "--sight-range", "0", "--t-max", "100"])
+
+
+def test_a_larger_budget_resumes_an_imitation(expert_dir, imitation, tmp_path) -> None:
+    """Rerunning with a larger t_max continues the saved imitation (run.run's resume): the
+    rows already written stay, new ones follow, and the expert is still frozen."""
+    out, _ = imitation
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    before = (copy / "sight_0" / "metrics.jsonl").read_text().splitlines()
+    im.imitate(
+        expert_dir, [0.0], copy, t_max=3 * T_MAX, overrides={"test_nepisode": 4},
+        value_episodes=4, progress=False,
+    )  # fmt: skip
+    after = (copy / "sight_0" / "metrics.jsonl").read_text().splitlines()
+    assert after[: len(before)] == before and len(after) > len(before)
+    assert json.loads(after[-1])["t_env"] >= 3 * T_MAX
+    _, state, _ = im.restore_imitation(copy / "sight_0")
+    assert same_tree(state.params["mixer"], im.load_expert(expert_dir).params["mixer"])

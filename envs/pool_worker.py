@@ -1,0 +1,177 @@
+"""The worker-process side of the pool (envs/pool.py): what runs inside each worker.
+
+:class:`WorkerSpec` (everything a worker needs, pickled to the child), the :class:`WorkerEnv`
+protocol a worker drives, the "smax" backend :class:`JaxWorkerEnv` (the "smac" one is
+:class:`envs.smac.SmacWorkerEnv`), and :func:`_worker_main`, the process body that answers the
+host's messages. Processes are started by :class:`~envs.pool.WorkerPool` with the "spawn" or
+"forkserver" context, so everything here is imported by module path in the child.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any, Protocol
+
+import numpy as np
+
+from envs.pool_types import FIELDS, EpisodeFault, Row
+from envs.spec import EnvInfo, TimeStep
+
+__all__ = ["JaxWorkerEnv", "WorkerEnv", "WorkerSpec"]
+
+
+def _worker_seed(seed: int, index: int, generation: int) -> int:
+    """A 31-bit seed for one process of one worker (new stream after every restart)."""
+    return int(np.random.SeedSequence([seed, index, generation]).generate_state(1)[0] >> 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a worker process needs (pickled to the child)."""
+
+    backend: str
+    map_name: str
+    index: int
+    generation: int
+    seed: int
+    env_options: dict[str, Any]
+    make_env: Callable[..., Any] | None
+    platform: str | None
+    compile_cache_dir: str | None
+    crash_at_step: int | None
+    crash_mode: str
+
+
+class WorkerEnv(Protocol):
+    """What a worker process drives: numpy in, one Row (fields in FIELDS order) out."""
+
+    info: EnvInfo
+
+    def reset(self) -> Row: ...
+
+    def step(self, actions: np.ndarray) -> Row: ...
+
+    def close(self) -> None: ...
+
+
+def _make_worker_env(spec: WorkerSpec) -> WorkerEnv:
+    """The backend's worker env (inside the worker process)."""
+    if spec.backend == "smac":
+        from envs.smac import SmacWorkerEnv  # here, not on top: envs.smac imports this module
+
+        return SmacWorkerEnv(spec)
+    return JaxWorkerEnv(spec)
+
+
+class JaxWorkerEnv:
+    """One envs.spec environment, jitted, numpy in / numpy out (runs inside a worker)."""
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        import jax
+        import jax.numpy as jnp
+
+        if spec.platform is not None:
+            jax.config.update("jax_platforms", spec.platform)
+        if spec.compile_cache_dir is not None:
+            jax.config.update("jax_compilation_cache_dir", spec.compile_cache_dir)
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+            jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+        if spec.make_env is None:
+            import envs
+
+            env = envs.make(spec.map_name, **spec.env_options)
+        else:
+            env = spec.make_env(spec.map_name, **spec.env_options)
+        self.info: EnvInfo = env.info
+
+        def reset(key: jax.Array) -> tuple[jax.Array, TimeStep, Any]:
+            key, sub = jax.random.split(key)
+            timestep, state = env.reset(sub)
+            return key, timestep, state
+
+        def step(key: jax.Array, state: Any, actions: jax.Array) -> tuple[jax.Array, TimeStep, Any]:
+            key, sub = jax.random.split(key)
+            timestep, state = env.step(sub, state, actions)
+            return key, timestep, state
+
+        self._jax, self._jnp = jax, jnp
+        self._reset, self._step = jax.jit(reset), jax.jit(step)
+        self._key = jax.random.key(spec.seed)
+        self._state: Any = None
+        # Compile both functions now, so that "ready" means ready.
+        _, _, state = self._reset(self._key)
+        warm = self._step(self._key, state, jnp.zeros((self.info.n_agents,), jnp.int32))
+        jax.block_until_ready(warm)
+
+    def _row(self, timestep: TimeStep) -> Row:
+        host = self._jax.device_get(timestep)
+        return tuple(np.asarray(getattr(host, name)) for name in FIELDS)
+
+    def reset(self) -> Row:
+        self._key, timestep, self._state = self._reset(self._key)
+        return self._row(timestep)
+
+    def step(self, actions: np.ndarray) -> Row:
+        if self._state is None:
+            raise RuntimeError("step before reset")
+        actions = self._jnp.asarray(actions, self._jnp.int32)
+        self._key, timestep, self._state = self._step(self._key, self._state, actions)
+        return self._row(timestep)
+
+    def close(self) -> None:
+        self._state = None
+
+
+def _worker_main(conn: Connection, spec: WorkerSpec) -> None:
+    """Worker process body. Messages host -> worker: ("reset", None), ("step", actions
+    [n_agents] int32), ("close", None). Worker -> host: ("ready", EnvInfo), ("row", Row),
+    ("drop", reason) for an episode the env gave up on, ("error", traceback) before exiting."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the host's to handle
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # run `finally` (closes SC2)
+    env: WorkerEnv | None = None
+    try:
+        env = _make_worker_env(spec)
+        conn.send(("ready", env.info))
+        n_steps = 0
+        while True:
+            try:
+                kind, payload = conn.recv()
+            except EOFError:  # the host is gone
+                break
+            if kind == "close":
+                break
+            try:
+                if kind == "reset":
+                    reply = ("row", env.reset())
+                elif kind == "step":
+                    n_steps += 1
+                    if spec.crash_at_step is not None and n_steps == spec.crash_at_step:
+                        if spec.crash_mode == "exit":
+                            os._exit(3)
+                        while spec.crash_mode == "hang":
+                            time.sleep(60.0)
+                        raise RuntimeError(f"injected fault at step {n_steps}")
+                    reply = ("row", env.step(payload))
+                else:
+                    raise ValueError(f"unknown message {kind!r}")
+            except EpisodeFault as fault:
+                reply = ("drop", str(fault))
+            conn.send(reply)
+    except SystemExit:  # SIGTERM from the host: just clean up
+        pass
+    except BaseException:
+        with contextlib.suppress(Exception):
+            conn.send(("error", traceback.format_exc()))
+    finally:
+        if env is not None:
+            with contextlib.suppress(Exception):
+                env.close()
+        conn.close()
