@@ -18,7 +18,7 @@ follows from ``done``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -51,41 +51,56 @@ def collect(
     n_envs: int,
     epsilon: jax.Array,
     expert_prob: jax.Array,
+    networks: Literal["all", "expert", "learner"] = "all",
 ) -> tuple[EpisodeBatch, dict[str, jax.Array]]:
     """Run ``n_envs`` episodes to the end; return them and per-episode statistics.
 
     Who acts: the plain agent for plain algorithms; for -da/-bc, per episode the expert with
     probability ``expert_prob`` (1 for -bc, DAgger's beta for -da), otherwise the learner.
-    Statistics (each [n_envs]): return, won, length, expert_acted; for -da/-bc also
-    agreement (fraction of valid agent-steps where learner and expert greedy actions agree).
+    ``networks`` (static, -da/-bc only) says which of the two to run: "all" (both; needed
+    when both may act and for the agreement statistic), or only "expert" / "learner" when the
+    caller knows that only that one acts (``expert_prob`` is then ignored): training saves the
+    other network's forward pass.
+    Statistics (each [n_envs]): return, won, length, expert_acted; for -da/-bc with
+    ``networks="all"`` also agreement (fraction of valid agent-steps where learner and expert
+    greedy actions agree).
     """
     record_fn, _ = recorder(env)
     info = env.info
     n = info.n_agents
     reset_key, coin_key, scan_key = jax.random.split(key, 3)
     timestep, env_state = jax.vmap(env.reset)(jax.random.split(reset_key, n_envs))
-    expert_acts = jax.random.uniform(coin_key, (n_envs,)) < expert_prob
-    hidden = {"agent": initial_hidden((n_envs,), n, config.hidden_dim)}
-    if nets.learner is not None:
+    if nets.learner is None or networks == "expert":
+        expert_acts = jnp.ones((n_envs,), bool)
+    elif networks == "learner":
+        expert_acts = jnp.zeros((n_envs,), bool)
+    else:
+        expert_acts = jax.random.uniform(coin_key, (n_envs,)) < expert_prob
+    run_agent = nets.learner is None or networks in ("all", "expert")
+    run_learner = nets.learner is not None and networks in ("all", "learner")
+    hidden = {}
+    if run_agent:
+        hidden["agent"] = initial_hidden((n_envs,), n, config.hidden_dim)
+    if run_learner:
         hidden["learner"] = initial_hidden((n_envs,), n, config.hidden_dim)
     last_actions = jnp.full((n_envs, n), -1, jnp.int32)
 
     def step(carry, step_key):
         timestep, env_state, hidden, last_actions = carry
         agent_key, learner_key, action_key, env_key = jax.random.split(step_key, 4)
-        agent_obs = timestep.expert_obs if nets.learner is not None else timestep.obs
-        agent_inputs = build_inputs(config, agent_obs, last_actions, timestep.avail)
-        new_hidden = {}
-        new_hidden["agent"], agent_q = q_step(
-            nets.agent,
-            params["agent"],
-            hidden["agent"],
-            agent_inputs,
-            agent_key,
-            config.n_act_quantiles,
-        )
-        extras = {}
-        if nets.learner is not None:
+        new_hidden, extras = {}, {}
+        if run_agent:
+            agent_obs = timestep.expert_obs if nets.learner is not None else timestep.obs
+            agent_inputs = build_inputs(config, agent_obs, last_actions, timestep.avail)
+            new_hidden["agent"], agent_q = q_step(
+                nets.agent,
+                params["agent"],
+                hidden["agent"],
+                agent_inputs,
+                agent_key,
+                config.n_act_quantiles,
+            )
+        if run_learner:
             learner_inputs = build_inputs(config, timestep.obs, last_actions, timestep.avail)
             new_hidden["learner"], learner_q = q_step(
                 nets.learner,
@@ -95,13 +110,14 @@ def collect(
                 learner_key,
                 config.n_act_quantiles,
             )
+        if run_agent and run_learner:
             acting_q = jnp.where(expert_acts[:, None, None], agent_q, learner_q)
             same = masked_greedy_actions(agent_q, timestep.avail) == masked_greedy_actions(
                 learner_q, timestep.avail
             )
             extras["agree"] = jnp.sum(same & ~timestep.done[:, None], axis=-1)
         else:
-            acting_q = agent_q
+            acting_q = agent_q if run_agent else learner_q
         actions = epsilon_greedy(action_key, acting_q, timestep.avail, epsilon)
         record = jax.vmap(record_fn)(timestep, env_state)
         next_timestep, env_state = jax.vmap(env.step)(

@@ -103,8 +103,17 @@ def make_train(config: Config, env: Environment) -> Trainer:
         add_batches=False,
     )
 
-    def collect_episodes(params, key, n_envs, epsilon, expert_prob):
-        return collect(env, nets, config, params, key, n_envs, epsilon, expert_prob)
+    def collect_episodes(params, key, n_envs, epsilon, expert_prob, networks="all"):
+        return collect(env, nets, config, params, key, n_envs, epsilon, expert_prob, networks)
+
+    # Training collection runs only the network that can act: the expert for -bc, the learner
+    # for -da without DAgger mixing (the agreement statistic is measured on test episodes).
+    if config.variant == "bc":
+        acting_networks = "expert"
+    elif config.variant == "da" and config.beta_start == 0.0:
+        acting_networks = "learner"
+    else:
+        acting_networks = "all"
 
     def init(key: jax.Array) -> TrainState:
         params_key, example_key, key = jax.random.split(key, 3)
@@ -147,7 +156,12 @@ def make_train(config: Config, env: Environment) -> Trainer:
         key, collect_key, update_key = jax.random.split(state.key, 3)
         epsilon = epsilon_at(config, state.t_env)
         episodes, stats = collect_episodes(
-            state.params, collect_key, config.n_envs, epsilon, beta_at(config, state.t_env)
+            state.params,
+            collect_key,
+            config.n_envs,
+            epsilon,
+            beta_at(config, state.t_env),
+            acting_networks,
         )
         replay = buffer.add(state.replay, episodes)
         state = state.replace(

@@ -214,3 +214,19 @@ def test_dmix_da_imitates_every_quantile_or_their_mean() -> None:
     per_quantile = imitation_loss(config)
     of_mean = imitation_loss(dataclasses.replace(config, imitate_quantiles=False))
     assert of_mean < per_quantile
+
+
+@pytest.mark.parametrize(("networks", "expert_prob"), [("learner", 0.0), ("expert", 1.0)])
+def test_collecting_with_only_the_acting_network_plays_the_same_episodes(
+    networks: str, expert_prob: float
+) -> None:
+    """Training skips the forward pass of the network that cannot act; the episodes (and
+    returns) must be exactly those of running both networks, without the agreement."""
+    config, trainer, state, _, _ = da_batch("qmix-da")
+    args = (trainer.env, trainer.nets, config, state.params, jax.random.PRNGKey(5), 6, 0.3)
+    both, both_stats = collect(*args, expert_prob)
+    only, only_stats = collect(*args, expert_prob, networks)
+    for a, b in zip(jax.tree.leaves(both), jax.tree.leaves(only), strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(both_stats["return"], only_stats["return"])
+    assert "agreement" in both_stats and "agreement" not in only_stats

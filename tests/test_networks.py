@@ -241,3 +241,20 @@ def test_iqn_taus_shared_by_agents_and_matter(iqn):
     z_seq = run(params, hidden, xs, np.zeros((T, B), bool), taus_t)
     assert z_seq.shape == (T, B, N_AGENTS, N_QUANTILES, N_ACTIONS)
     np.testing.assert_allclose(z_seq[0], z, rtol=1e-5, atol=1e-6)
+
+
+def test_iqn_unroll_matches_step_loop_with_resets(iqn):
+    """unroll runs the input side and the head outside its scan; step by step (with a reset
+    of batch element 0 at t = 2 and different fractions per step) it must agree."""
+    _, params, step, run = iqn
+    hidden0 = _normal(95, (B, N_AGENTS, HIDDEN))
+    x = _random_inputs(96, (T, B))
+    taus = np.random.default_rng(97).random((T, B, N_QUANTILES), dtype=np.float32)
+    resets = np.zeros((T, B), bool)
+    resets[2, 0] = True
+    z = run(params, hidden0, x, resets, taus)
+    hidden = np.asarray(hidden0)
+    for t in range(T):
+        hidden = np.where(resets[t][:, None, None], 0.0, hidden)
+        hidden, z_t = step(params, hidden, x[t], taus[t])
+        np.testing.assert_allclose(z[t], z_t, rtol=1e-5, atol=1e-6)
