@@ -95,16 +95,22 @@ def initial_hidden(batch_shape: tuple[int, ...], n_agents: int, hidden_dim: int)
 
 
 class _RecurrentTrunk(nn.Module):
-    """Dense(hidden) -> ReLU -> GRUCell(hidden). Shared by both agents."""
+    """Dense(hidden) -> ReLU -> GRUCell(hidden). Shared by both agents. ``encode`` is the part
+    that does not depend on the hidden state (time-parallel), ``recur`` the recurrent step."""
 
     hidden_dim: int
 
-    @nn.compact
-    def __call__(self, hidden: jax.Array, inputs: jax.Array) -> jax.Array:
-        """hidden: [..., H], inputs: [..., in] -> new hidden [..., H]."""
-        x = nn.relu(nn.Dense(self.hidden_dim, name="fc_in")(inputs))
-        new_hidden, _ = nn.GRUCell(features=self.hidden_dim, name="gru")(hidden, x)
-        return new_hidden
+    def setup(self) -> None:
+        self.fc_in = nn.Dense(self.hidden_dim)
+        self.gru = nn.GRUCell(features=self.hidden_dim)
+
+    def encode(self, inputs: jax.Array) -> jax.Array:
+        """inputs: [..., in] -> GRU inputs [..., H]."""
+        return nn.relu(self.fc_in(inputs))
+
+    def recur(self, hidden: jax.Array, encoded: jax.Array) -> jax.Array:
+        """hidden: [..., H], encoded: [..., H] -> new hidden [..., H]."""
+        return self.gru(hidden, encoded)[0]
 
 
 class RNNAgent(nn.Module):
@@ -112,18 +118,35 @@ class RNNAgent(nn.Module):
 
     __call__(hidden [..., n_agents, H], inputs [..., n_agents, in])
         -> (new_hidden [..., n_agents, H], q [..., n_agents, n_actions])
+
+    The same computation in three parts, for :func:`unroll`: ``encode(inputs)``,
+    ``recur(hidden, encoded)`` and ``head(hidden)``.
     """
 
     n_actions: int
     hidden_dim: int = 64
 
-    @nn.compact
+    def setup(self) -> None:
+        self.trunk = _RecurrentTrunk(self.hidden_dim)
+        self.fc_out = nn.Dense(self.n_actions)
+
     def __call__(self, hidden: jax.Array, inputs: jax.Array) -> tuple[jax.Array, jax.Array]:
         chex.assert_axis_dimension(hidden, -1, self.hidden_dim)
         chex.assert_equal_shape_prefix([hidden, inputs], inputs.ndim - 1)
-        new_hidden = _RecurrentTrunk(self.hidden_dim, name="trunk")(hidden, inputs)
-        q = nn.Dense(self.n_actions, name="fc_out")(new_hidden)
-        return new_hidden, q
+        new_hidden = self.recur(hidden, self.encode(inputs))
+        return new_hidden, self.head(new_hidden)
+
+    def encode(self, inputs: jax.Array) -> jax.Array:
+        """[..., n_agents, in] -> [..., n_agents, H]: everything before the recurrence."""
+        return self.trunk.encode(inputs)
+
+    def recur(self, hidden: jax.Array, encoded: jax.Array) -> jax.Array:
+        """The recurrent step: hidden [..., n_agents, H] -> new hidden [..., n_agents, H]."""
+        return self.trunk.recur(hidden, encoded)
+
+    def head(self, hidden: jax.Array) -> jax.Array:
+        """hidden [..., n_agents, H] -> q [..., n_agents, n_actions]."""
+        return self.fc_out(hidden)
 
 
 def cosine_features(taus: jax.Array, n_cos: int) -> jax.Array:
@@ -142,13 +165,20 @@ class IQNAgent(nn.Module):
 
     __call__(hidden [..., n_agents, H], inputs [..., n_agents, in], taus [..., n_quantiles])
         -> (new_hidden [..., n_agents, H], z [..., n_agents, n_quantiles, n_actions])
+
+    In parts, for :func:`unroll`: ``encode(inputs)``, ``recur(hidden, encoded)``,
+    ``head(hidden, taus)``.
     """
 
     n_actions: int
     hidden_dim: int = 64
     n_cos: int = 64
 
-    @nn.compact
+    def setup(self) -> None:
+        self.trunk = _RecurrentTrunk(self.hidden_dim)
+        self.tau_embed = nn.Dense(self.hidden_dim)
+        self.fc_out = nn.Dense(self.n_actions)
+
     def __call__(
         self, hidden: jax.Array, inputs: jax.Array, taus: jax.Array
     ) -> tuple[jax.Array, jax.Array]:
@@ -156,12 +186,22 @@ class IQNAgent(nn.Module):
         chex.assert_equal_shape_prefix([hidden, inputs], inputs.ndim - 1)
         chex.assert_rank(taus, hidden.ndim - 1)
         chex.assert_equal_shape_prefix([hidden, taus], taus.ndim - 1)
-        new_hidden = _RecurrentTrunk(self.hidden_dim, name="trunk")(hidden, inputs)
-        phi = nn.Dense(self.hidden_dim, name="tau_embed")(cosine_features(taus, self.n_cos))
-        phi = nn.relu(phi)  # [..., N, H]
-        mixed = new_hidden[..., :, None, :] * phi[..., None, :, :]  # [..., n_agents, N, H]
-        z = nn.Dense(self.n_actions, name="fc_out")(mixed)
-        return new_hidden, z
+        new_hidden = self.recur(hidden, self.encode(inputs))
+        return new_hidden, self.head(new_hidden, taus)
+
+    def encode(self, inputs: jax.Array) -> jax.Array:
+        """[..., n_agents, in] -> [..., n_agents, H]: everything before the recurrence."""
+        return self.trunk.encode(inputs)
+
+    def recur(self, hidden: jax.Array, encoded: jax.Array) -> jax.Array:
+        """The recurrent step: hidden [..., n_agents, H] -> new hidden [..., n_agents, H]."""
+        return self.trunk.recur(hidden, encoded)
+
+    def head(self, hidden: jax.Array, taus: jax.Array) -> jax.Array:
+        """hidden [..., n_agents, H], taus [..., N] -> z [..., n_agents, N, n_actions]."""
+        phi = nn.relu(self.tau_embed(cosine_features(taus, self.n_cos)))  # [..., N, H]
+        mixed = hidden[..., :, None, :] * phi[..., None, :, :]  # [..., n_agents, N, H]
+        return self.fc_out(mixed)
 
 
 def unroll(
@@ -191,14 +231,19 @@ def unroll(
         chex.assert_rank(taus, 3)
         chex.assert_equal_shape_prefix([inputs, taus], 2)
 
-    def step(hidden: jax.Array, xs: tuple) -> tuple[jax.Array, jax.Array]:
-        x_t, reset_t, taus_t = xs
-        hidden = jnp.where(reset_t[:, None, None], jnp.zeros_like(hidden), hidden)
-        if taus_t is None:
-            hidden, out = agent.apply(params, hidden, x_t)
-        else:
-            hidden, out = agent.apply(params, hidden, x_t, taus_t)
-        return hidden, out
+    # Only the recurrence runs inside the scan: the input layer runs on all T steps at once
+    # before it, the output head after it (one large matmul each instead of T small ones). On
+    # 3m shapes this cut the unroll's gradient from 33 to 21 ms on CPU; moving the GRU's input
+    # matmuls out of the scan as well made it slower again, so the GRU cell stays whole.
+    encoded = agent.apply(params, inputs, method="encode")  # [T, B, n, H]
 
-    _, outputs = jax.lax.scan(step, hidden0, (inputs, resets.astype(bool), taus))
-    return outputs
+    def step(hidden: jax.Array, xs: tuple) -> tuple[jax.Array, jax.Array]:
+        encoded_t, reset_t = xs
+        hidden = jnp.where(reset_t[:, None, None], jnp.zeros_like(hidden), hidden)
+        hidden = agent.apply(params, hidden, encoded_t, method="recur")
+        return hidden, hidden
+
+    _, hiddens = jax.lax.scan(step, hidden0, (encoded, resets.astype(bool)))
+    if taus is None:
+        return agent.apply(params, hiddens, method="head")
+    return agent.apply(params, hiddens, taus, method="head")
