@@ -158,6 +158,24 @@ def cosine_features(taus: jax.Array, n_cos: int) -> jax.Array:
     return jnp.cos(jnp.pi * i * taus[..., None])
 
 
+class _QuantileOutput(nn.Module):
+    """z = Dense(n_actions)(h * phi) for every (agent, quantile) pair, as one einsum without
+    materialising h * phi. Parameters as ``nn.Dense`` (kernel [H, A], lecun-normal; bias [A])
+    so the agent's parameter tree is unchanged. The einsum matters: the gradient of the Dense
+    form, vmapped over seeds, ran 20x slower on XLA CPU (148 vs 7 ms on 3m shapes)."""
+
+    n_actions: int
+
+    @nn.compact
+    def __call__(self, hidden: jax.Array, phi: jax.Array) -> jax.Array:
+        """hidden: [..., n_agents, H], phi: [..., N, H] -> z [..., n_agents, N, n_actions]."""
+        kernel = self.param(
+            "kernel", nn.initializers.lecun_normal(), (hidden.shape[-1], self.n_actions)
+        )
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.n_actions,))
+        return jnp.einsum("...ih,...qh,ha->...iqa", hidden, phi, kernel) + bias
+
+
 class IQNAgent(nn.Module):
     """Recurrent implicit-quantile agent (DMIX), parameters shared over agents.
 
@@ -177,7 +195,7 @@ class IQNAgent(nn.Module):
     def setup(self) -> None:
         self.trunk = _RecurrentTrunk(self.hidden_dim)
         self.tau_embed = nn.Dense(self.hidden_dim)
-        self.fc_out = nn.Dense(self.n_actions)
+        self.fc_out = _QuantileOutput(self.n_actions)
 
     def __call__(
         self, hidden: jax.Array, inputs: jax.Array, taus: jax.Array
@@ -200,8 +218,7 @@ class IQNAgent(nn.Module):
     def head(self, hidden: jax.Array, taus: jax.Array) -> jax.Array:
         """hidden [..., n_agents, H], taus [..., N] -> z [..., n_agents, N, n_actions]."""
         phi = nn.relu(self.tau_embed(cosine_features(taus, self.n_cos)))  # [..., N, H]
-        mixed = hidden[..., :, None, :] * phi[..., None, :, :]  # [..., n_agents, N, H]
-        return self.fc_out(mixed)
+        return self.fc_out(hidden, phi)  # Dense(n_actions)(h[.., i, None, :] * phi[.., None, q, :])
 
 
 def unroll(
