@@ -52,12 +52,14 @@ def plot(curves: dict[str, list[dict[str, Any]]], optimum: float, path: Path) ->
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
+    colors = {mixer: f"C{i}" for i, mixer in enumerate(("vdn", "qmix", "qplex", "dmix"))}
     for alg, evals in curves.items():
         steps = np.array([e["t_env"] for e in evals])
         means = np.array([np.mean(e["returns"]) for e in evals])
-        ax.plot(steps, means, label=alg, linestyle="-" if alg.endswith("-da") else "--")
+        style = "-" if alg.endswith("-da") else "--"
+        ax.plot(steps, means, style, color=colors.get(alg.split("-")[0]), label=alg)
     ax.axhline(optimum, color="grey", linewidth=0.8)
-    ax.set_title(f"{MAP}, sight 0: deployed policy's greedy return (mean over seeds)")
+    ax.set_title(f"{MAP}, sight 0: greedy return of the deployed policy\n(mean over seeds)")
     ax.set_xlabel("env steps")
     ax.set_ylabel("return (optimum 2.0, memoryless 0.4)")
     ax.grid(alpha=0.3)
