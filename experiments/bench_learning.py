@@ -197,6 +197,13 @@ def main() -> None:
                 f"{fmt(wall, '.0f')} s  {ok}"
             )
 
+        if row["map"] == "5m_vs_6m" and row["evaluations"]:
+            early = [e for e in curves[(row["preset"], "5m_vs_6m")] if e["t_env"] <= 1_000_000]
+            best = max(float(np.mean(e["win_rates"])) for e in early)
+            print(
+                f"target 5m_vs_6m clearly > 0 % within 1M steps ({row['preset']}): best seed-mean "
+                f"win rate {best:.2f} up to t_env {early[-1]['t_env']:,}"
+            )
     args.out.write_text(json.dumps({"thresholds": THRESHOLDS, "runs": table}, indent=1))
     csv_path, png_path = args.out.with_suffix(".csv"), args.out.with_suffix(".png")
     with csv_path.open("w", newline="") as f:
