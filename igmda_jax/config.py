@@ -136,6 +136,10 @@ class Config:
     """Greedy test episodes per seed per evaluation."""
     iterations_per_call: int = 16
     """Iterations fused in one jitted call (the host logs between calls)."""
+    unroll_windows: int = 4
+    """Updates unroll the shortest of this many static windows (episode_limit * k / n) that
+    holds the batch's longest episode, not the whole padded length; 1 = always unroll all.
+    Same result, less padding computed; each window compiles the update once more."""
     save_interval: int = 100_000
     """Env steps between checkpoints (one is also written at the end)."""
     keep_checkpoints: int = 2
@@ -174,7 +178,7 @@ class Config:
             raise ConfigError(f"unknown preset {self.preset!r}; valid: {', '.join(PRESETS)}")
         positive = (
             "t_max seeds n_envs buffer_size batch_size target_update_episodes hidden_dim "
-            "test_nepisode iterations_per_call n_quantiles n_target_quantiles n_act_quantiles "
+            "test_nepisode iterations_per_call unroll_windows n_quantiles n_target_quantiles n_act_quantiles "
             "keep_checkpoints test_interval save_interval"
         )
         for name in positive.split():

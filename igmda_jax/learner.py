@@ -14,6 +14,7 @@ authors do, both weights 1); ``td_weight = 0`` freezes the expert and mixer (``i
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
@@ -72,8 +73,13 @@ def loss_fn(
     config: Config,
     nets: Networks,
     observe,
+    tau_steps: int | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Total loss and metrics on a batch of B episodes (batch-major, see rollout.py)."""
+    """Total loss and metrics on a batch of B episodes (batch-major, see rollout.py).
+
+    ``tau_steps`` (DMIX): draw quantile fractions for this many time steps and use the first
+    T+1, so a truncated window (see :func:`update`) sees the same fractions as the full batch.
+    """
     records = jax.tree.map(_time_major, batch.records)  # [T+1, B, ...]
     actions = _time_major(batch.actions)  # [T, B, n]
     rewards = _time_major(batch.rewards)
@@ -87,10 +93,13 @@ def loss_fn(
     agent_inputs = build_inputs(config, agent_obs, previous, avail)
     quantile = isinstance(nets.agent, IQNAgent)
     online_key, target_key, learner_key = jax.random.split(key, 3)
-    taus = jax.random.uniform(online_key, (t1, b, config.n_quantiles)) if quantile else None
-    target_taus = (
-        jax.random.uniform(target_key, (t1, b, config.n_target_quantiles)) if quantile else None
-    )
+    drawn_steps = t1 if tau_steps is None else tau_steps
+
+    def fractions(k: jax.Array, n: int) -> jax.Array:  # [T+1, B, n] quantile fractions
+        return jax.random.uniform(k, (drawn_steps, b, n))[:t1]
+
+    taus = fractions(online_key, config.n_quantiles) if quantile else None
+    target_taus = fractions(target_key, config.n_target_quantiles) if quantile else None
 
     online = _unroll_q(nets.agent, params["agent"], agent_inputs, taus, config.hidden_dim)
     target = _unroll_q(
@@ -101,9 +110,7 @@ def loss_fn(
     learner_out = None
     if nets.learner is not None:
         learner_inputs = build_inputs(config, seen.obs, previous, avail)
-        learner_taus = (
-            jax.random.uniform(learner_key, (t1, b, config.n_quantiles)) if quantile else None
-        )
+        learner_taus = fractions(learner_key, config.n_quantiles) if quantile else None
         learner_out = _unroll_q(
             nets.learner, params["learner"], learner_inputs, learner_taus, config.hidden_dim
         )
@@ -182,6 +189,30 @@ def loss_fn(
     return total, metrics
 
 
+def window_lengths(n_steps: int, n_windows: int) -> tuple[int, ...]:
+    """Static unroll windows, in transitions, for batches padded to ``n_steps`` transitions:
+    ceil(n_steps * k / n_windows) for k = 1..n_windows (the last is ``n_steps``)."""
+    return tuple(sorted({math.ceil(n_steps * k / n_windows) for k in range(1, n_windows + 1)}))
+
+
+def truncate(batch: EpisodeBatch, n_steps: int) -> EpisodeBatch:
+    """The first ``n_steps`` transitions of every episode (and n_steps + 1 records)."""
+    return EpisodeBatch(
+        records=jax.tree.map(lambda x: x[:, : n_steps + 1], batch.records),
+        actions=batch.actions[:, :n_steps],
+        rewards=batch.rewards[:, :n_steps],
+        terminated=batch.terminated[:, :n_steps],
+        filled=batch.filled[:, :n_steps],
+    )
+
+
+def longest_episode(batch: EpisodeBatch, seed_axis: str | None = None) -> jax.Array:
+    """Transitions of the batch's longest episode (the max over the ``seed_axis`` of an
+    enclosing vmap too, so every seed takes the same branch): [] int32."""
+    longest = jnp.max(jnp.sum(batch.filled.astype(jnp.int32), axis=1))
+    return longest if seed_axis is None else jax.lax.pmax(longest, seed_axis)
+
+
 def update(
     params: Params,
     target_params: Params,
@@ -192,11 +223,43 @@ def update(
     nets: Networks,
     observe,
     optimizer: optax.GradientTransformation,
+    seed_axis: str | None = None,
 ) -> tuple[Params, optax.OptState, dict[str, jax.Array]]:
-    """One gradient step on ``batch``; returns new params, optimizer state and metrics."""
-    grads, metrics = jax.grad(loss_fn, has_aux=True)(
-        params, target_params, batch, key, config, nets, observe
-    )
+    """One gradient step on ``batch``; returns new params, optimizer state and metrics.
+
+    Padding is not unrolled: with ``config.unroll_windows`` > 1 the loss and its gradient run
+    on the shortest of a few static windows (:func:`window_lengths`) that holds the batch's
+    longest episode, chosen by ``lax.switch``. Steps past every episode's end carry zero
+    weight in every loss term and cannot reach a real target (TD(lambda) stops at each
+    episode's last transition), so the result equals the full unroll's (tested). Under a seed
+    vmap pass its ``seed_axis`` so all seeds share one window and the switch stays a branch;
+    without it the switch becomes a select that computes every window.
+    """
+    grad_fn = jax.grad(loss_fn, has_aux=True)
+    n_steps = batch.actions.shape[1]
+    windows = window_lengths(n_steps, config.unroll_windows)
+
+    def grads_on_window(window: int):
+        def compute(params: Params) -> tuple[Params, dict[str, jax.Array]]:
+            return grad_fn(
+                params,
+                target_params,
+                truncate(batch, window),
+                key,
+                config,
+                nets,
+                observe,
+                n_steps + 1,
+            )
+
+        return compute
+
+    if len(windows) == 1:
+        grads, metrics = grads_on_window(n_steps)(params)
+    else:
+        longest = longest_episode(batch, seed_axis)
+        index = jnp.minimum(jnp.searchsorted(jnp.asarray(windows), longest), len(windows) - 1)
+        grads, metrics = jax.lax.switch(index, [grads_on_window(w) for w in windows], params)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     metrics["grad_norm"] = optax.tree.norm(grads)

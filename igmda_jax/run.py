@@ -31,8 +31,17 @@ from igmda_jax.checkpoint import CheckpointStore, check_compatible
 from igmda_jax.config import Config, with_defaults
 from igmda_jax.train import Trainer, TrainState, make_train
 
+SEED_AXIS = "seed"  # name of the vmapped seed axis of train_chunk
+
 # Fields a user may change when resuming (they do not change what has been computed).
-RESUMABLE_FIELDS = ("t_max", "test_interval", "save_interval", "keep_checkpoints", "tensorboard")
+RESUMABLE_FIELDS = (
+    "t_max",
+    "test_interval",
+    "save_interval",
+    "keep_checkpoints",
+    "tensorboard",
+    "unroll_windows",
+)
 
 
 class TrainingDiverged(RuntimeError):
@@ -60,11 +69,11 @@ class Compiled:
 def compile_trainer(config: Config, env: envs.Environment | None = None) -> Compiled:
     """jit(vmap(...)) of the trainer's functions for ``config`` on ``env`` (default: the
     config's own environment, ``make_env``)."""
-    trainer = make_train(config, make_env(config) if env is None else env)
+    trainer = make_train(config, make_env(config) if env is None else env, SEED_AXIS)
     return Compiled(
         trainer=trainer,
         init=jax.jit(jax.vmap(trainer.init)),
-        train_chunk=jax.jit(jax.vmap(trainer.train_chunk), donate_argnums=0),
+        train_chunk=jax.jit(jax.vmap(trainer.train_chunk, axis_name=SEED_AXIS), donate_argnums=0),
         evaluate=jax.jit(jax.vmap(trainer.evaluate, in_axes=(0, 0, None)), static_argnums=2),
     )
 

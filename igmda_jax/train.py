@@ -9,7 +9,8 @@
   ``target_update_episodes`` episodes}, as one ``lax.scan``;
 * ``evaluate(state, key, actor) -> stats``: greedy test episodes.
 
-Wrap them in ``jax.vmap`` for a leading seed axis and ``jax.jit`` once (``run.py`` does):
+Wrap them in ``jax.vmap`` for a leading seed axis (named ``seed_axis``) and ``jax.jit`` once
+(``run.py`` does):
 ``--seeds 8`` trains 8 independent seeds in one compiled program.
 
 The environment state is not carried between iterations: every iteration starts fresh
@@ -89,8 +90,11 @@ def _init_params(nets: Networks, config: Config, key: jax.Array) -> dict[str, An
     return params
 
 
-def make_train(config: Config, env: Environment) -> Trainer:
-    """Build the pure init / train_chunk / evaluate functions for ``config`` on ``env``."""
+def make_train(config: Config, env: Environment, seed_axis: str | None = None) -> Trainer:
+    """Build the pure init / train_chunk / evaluate functions for ``config`` on ``env``.
+
+    ``seed_axis``: the axis name of the seed vmap that will wrap ``train_chunk``, if any; the
+    seeds then agree on each update's unroll window (``learner.update``)."""
     config.validate()
     nets = make_networks(config, env.info)
     optimizer = make_optimizer(config)
@@ -149,6 +153,7 @@ def make_train(config: Config, env: Environment) -> Trainer:
             nets,
             observe,
             optimizer,
+            seed_axis,
         )
         return params, opt_state, metrics
 
@@ -193,6 +198,11 @@ def make_train(config: Config, env: Environment) -> Trainer:
         # Only parameters and optimizer state pass through the cond: the replay is closed
         # over, so the (large) buffer is never copied into the cond's outputs.
         can_update = buffer.can_sample(replay)
+        if seed_axis is not None:
+            # The same for every seed (all fill at the same rate); made explicit so the cond
+            # stays a branch under the seed vmap instead of a select running both sides, which
+            # would also turn the update's window switch into a select over every window.
+            can_update = jax.lax.pmin(can_update.astype(jnp.int32), seed_axis).astype(bool)
         params, opt_state, metrics = jax.lax.cond(
             can_update, do_updates, skip_updates, state.params, state.opt_state
         )
