@@ -27,9 +27,11 @@ stricter setting. Dead agents have only ``stop`` available. Inside ``step`` (und
 unavailable or out-of-range action becomes ``stop``; use :func:`check_actions` on the host for
 an error instead.
 
-Reward: damage dealt to enemies as a fraction of their maximum health, summed and divided by
-the number of enemies (so it never rewards enemy healing), plus ``won_battle_bonus`` (1.0) on a
-win. Episodes end on a win, a loss, a draw, or after ``episode_limit`` steps (SMAC's limit per
+Reward (``reward="smax"``, the default): damage dealt to enemies as a fraction of their maximum
+health, summed and divided by the number of enemies (so it never rewards enemy healing), plus
+``won_battle_bonus`` (1.0) on a win: an episode returns at most 2. ``reward="smac"`` is SMAC's
+default shaping instead: health damage dealt + 10 per enemy killed + 200 on a win, scaled so
+that the best possible episode returns 20 (SMAC's ``reward_scale_rate``). Episodes end on a win, a loss, a draw, or after ``episode_limit`` steps (SMAC's limit per
 map); only the last is ``truncated``. ``step`` does not auto-reset (see envs/spec.py).
 
 Random keys are split exactly as in JaxMARL's ``HeuristicEnemySMAX.step``, so with default
@@ -69,6 +71,9 @@ from envs.spec import check_actions as check_actions  # re-exported: the host-si
 
 N_MOVE_ACTIONS = 5  # 4 moves + stop
 STOP_ACTION = 4
+REWARDS = ("smax", "smac")
+# SMAC's defaults (smac.env.StarCraft2Env): reward_death_value, reward_win, reward_scale_rate
+SMAC_KILL_VALUE, SMAC_WIN_VALUE, SMAC_SCALE = 10.0, 200.0, 20.0
 
 
 @struct.dataclass
@@ -123,6 +128,7 @@ class SmaxEnv:
         episode_limit: int | None = None,
         attack_requires_sight: bool = False,
         won_battle_bonus: float = 1.0,
+        reward: str = "smax",
         state_last_action: bool = False,
         heal_rate: float = DEFAULT_HEAL_RATE,
         heal_range: float = DEFAULT_HEAL_RANGE,
@@ -130,6 +136,9 @@ class SmaxEnv:
         if map_name not in MAPS:
             raise ValueError(f"unknown SMAX map {map_name!r}; known maps: {', '.join(MAPS)}")
         validate_expert_view(expert_view)
+        if reward not in REWARDS:
+            raise ValueError(f"unknown reward {reward!r}; valid: {', '.join(REWARDS)}")
+        self.reward_mode = reward
         self.spec: MapSpec = MAPS[map_name]
         self.sight_range = validate_sight_range(sight_range)
         self.expert_sight_range = validate_sight_range(expert_sight_range, "expert_sight_range")
@@ -480,9 +489,19 @@ class SmaxEnv:
         allies_dead = ~jnp.any(stepped.unit_alive[: self.n_agents])
         enemies_dead = ~jnp.any(stepped.unit_alive[enemies])
         won = enemies_dead & ~allies_dead
-        reward = jnp.sum(damage_fraction[enemies]) / self.n_enemies + jnp.where(
-            won, inner.won_battle_bonus, 0.0
-        )
+        if self.reward_mode == "smac":
+            enemy_health = inner.unit_type_health[types][enemies]
+            killed = prev.unit_alive[enemies] & ~stepped.unit_alive[enemies]
+            best_episode = jnp.sum(enemy_health) + SMAC_KILL_VALUE * self.n_enemies
+            reward = (
+                jnp.sum(damage[enemies])
+                + SMAC_KILL_VALUE * jnp.sum(killed)
+                + jnp.where(won, SMAC_WIN_VALUE, 0.0)
+            ) * (SMAC_SCALE / (best_episode + SMAC_WIN_VALUE))
+        else:
+            reward = jnp.sum(damage_fraction[enemies]) / self.n_enemies + jnp.where(
+                won, inner.won_battle_bonus, 0.0
+            )
         out_of_time = stepped.step >= self.episode_limit
         battle_over = allies_dead | enemies_dead
         done = battle_over | out_of_time

@@ -42,6 +42,9 @@ class Config:
     """What the -da/-bc expert sees: full-sight observations, or the global state + agent id."""
     episode_limit: int | None = None
     """Override the map's episode limit (None: SMAC's limit for the map)."""
+    reward: Literal["smax", "smac"] = "smax"
+    """SMAX maps' team reward: smax = damage fraction + 1 on a win (JaxMARL); smac = SMAC's
+    shaping (damage + 10 per kill + 200 on a win, scaled to at most 20 per episode)."""
     preset: str = "smax"
     """Hyperparameter preset the run started from (smax, finetuned, authors); set by --preset."""
     # budget and seeds
@@ -194,6 +197,8 @@ class Config:
             raise ConfigError(f"gamma must be in (0, 1], got {self.gamma}")
         if self.optimizer not in ("rmsprop", "adam"):
             raise ConfigError(f"optimizer must be rmsprop or adam, got {self.optimizer!r}")
+        if self.reward not in ("smax", "smac"):
+            raise ConfigError(f"reward must be smax or smac, got {self.reward!r}")
         if self.imitation_loss not in ("mse", "ce"):
             raise ConfigError(f"imitation_loss must be mse or ce, got {self.imitation_loss!r}")
         if self.expert_target_action not in ("auto", "learner", "expert"):

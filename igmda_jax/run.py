@@ -53,6 +53,8 @@ def make_env(config: Config) -> envs.Environment:
     options: dict[str, Any] = {"sight_range": config.sight_range, "expert_view": config.expert_view}
     if config.episode_limit is not None:
         options["episode_limit"] = config.episode_limit
+    if config.reward != "smax":  # SMAX maps only: other environments refuse the option
+        options["reward"] = config.reward
     return envs.make(config.map, **options)
 
 

@@ -305,3 +305,59 @@ def test_jit_and_vmap_over_64_envs(env3m_sight0: Jitted) -> None:
     envs.assert_timestep(transitions, env.info, (80, n_envs))
     assert int(transitions.done.sum()) >= n_envs  # every env finished at least one episode
     assert not bool(jnp.any(transitions.won & transitions.truncated))
+
+
+def test_smac_reward_shaping_damage_kills_and_win() -> None:
+    """reward="smac": same battle as the default, reward = (health damage + 10 per kill + 200
+    on a win) * 20 / (enemy health + 10 * n_enemies + 200); a won episode returns exactly 20.
+    The JaxMARL heuristic plays our side so that some episodes are won."""
+    from jaxmarl.environments.smax.heuristic_enemy import (
+        create_heuristic_policy,
+        get_heuristic_policy_initial_state,
+    )
+
+    smax_env, smac_env = envs.make("3m"), envs.make("3m", reward="smac")
+    n, limit = smax_env.n_agents, smax_env.episode_limit
+    enemy_health = 3 * 45.0  # marines
+    scale = 20.0 / (enemy_health + 10 * 3 + 200)
+    policy = create_heuristic_policy(smax_env.inner, 0, shoot=True)
+
+    def episode(key):
+        timestep, state = smax_env.reset(key)
+        _, smac_state = smac_env.reset(key)
+        policy_state = jax.tree.map(
+            lambda *x: jnp.stack(x), *([get_heuristic_policy_initial_state()] * n)
+        )
+
+        def body(carry, step_key):
+            timestep, state, smac_state, policy_state = carry
+            act_key, env_key = jax.random.split(step_key)
+            actions, policy_state = jax.vmap(policy)(
+                jax.random.split(act_key, n), policy_state, timestep.obs
+            )
+            next_timestep, next_state = smax_env.step(env_key, state, actions)
+            smac_timestep, smac_state = smac_env.step(env_key, smac_state, actions)
+            killed = jnp.sum(state.smax.unit_alive[n:] & ~next_state.smax.unit_alive[n:])
+            won_now = next_timestep.won & ~timestep.done
+            damage_hp = (next_timestep.reward - won_now) * enemy_health
+            expected = (damage_hp + 10 * killed + 200 * won_now) * scale
+            out = (smac_timestep.reward, expected, smac_timestep.done == next_timestep.done)
+            return (next_timestep, next_state, smac_state, policy_state), out
+
+        keys = jax.random.split(key, limit)
+        (last, *_), (smac_rewards, expected, same_done) = jax.lax.scan(
+            body, (timestep, state, smac_state, policy_state), keys
+        )
+        return smac_rewards, expected, same_done, last.won
+
+    smac_rewards, expected, same_done, won = jax.jit(jax.vmap(episode))(
+        jax.random.split(jax.random.PRNGKey(3), 64)
+    )
+    assert np.asarray(same_done).all()
+    np.testing.assert_allclose(np.asarray(smac_rewards), np.asarray(expected), atol=1e-4)
+    returns, won = np.asarray(smac_rewards.sum(axis=1)), np.asarray(won)
+    assert 0 < won.sum() < len(won)  # both outcomes occur
+    np.testing.assert_allclose(returns[won], 20.0, rtol=1e-4)
+    assert (returns[~won] < 20.0 * (enemy_health + 30) / (enemy_health + 230)).all()
+    with pytest.raises(ValueError, match="unknown reward"):
+        envs.make("3m", reward="sc2")
