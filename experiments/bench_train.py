@@ -17,7 +17,7 @@ Targets: >= 4,500 env steps/s per seed on 3m; 8 seeds take <= 4x the time of one
 (steps per chunk vary with episode lengths, so "x per step" compares per-seed step rates).
 
     python experiments/bench_train.py [--maps 3m 8m] [--seeds-list 1 4 8] [--chunks 10]
-        [--warmup 2] [--buffer-size 512] [--out results/bench_train.json]
+        [--warmup 2] [--buffer-size 512] [--unroll-windows 4] [--out results/bench_train.json]
 
 Writes the numbers to ``--out`` (JSON) and the seed-scaling table next to it (CSV).
 """
@@ -49,8 +49,15 @@ SCALING_COLUMNS = ["seeds", "seconds_per_chunk", "time_vs_base", "step_time_vs_b
 BENCH = {"alg": "qmix", "n_envs": 8, "batch_size": 32, "updates_per_iteration": 1}
 
 
-def bench_config(map_name: str, seeds: int, buffer_size: int) -> Config:
-    return make_config("authors", map=map_name, buffer_size=buffer_size, seeds=seeds, **BENCH)
+def bench_config(map_name: str, seeds: int, buffer_size: int, unroll_windows: int) -> Config:
+    return make_config(
+        "authors",
+        map=map_name,
+        buffer_size=buffer_size,
+        seeds=seeds,
+        unroll_windows=unroll_windows,
+        **BENCH,
+    )
 
 
 def time_calls(fn, args: tuple, repeats: int) -> float:
@@ -159,6 +166,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="untimed chunks (compile, fill)")
     parser.add_argument("--buffer-size", type=int, default=512, help="replay episodes")
     parser.add_argument("--update-repeats", type=int, default=50)
+    parser.add_argument(
+        "--unroll-windows", type=int, default=4, help="Config.unroll_windows (1: unroll padding)"
+    )
     parser.add_argument("--random-steps", type=int, default=2_000, help="steps per env")
     parser.add_argument("--out", type=Path, default=Path("results/bench_train.json"))
     args = parser.parse_args()
@@ -169,6 +179,7 @@ def main() -> None:
         "jax": jax.__version__,
         "platform": jax.devices()[0].platform,
         "buffer_size": args.buffer_size,
+        "unroll_windows": args.unroll_windows,
         "targets": {"3m_steps_per_s_per_seed": TARGET_STEPS_PER_SEED, "8_seeds_time": 4.0},
         "maps": {},
     }
@@ -177,7 +188,7 @@ def main() -> None:
     for map_name in args.maps:
         results: dict[str, Any] = {"scaling": []}
         for seeds in sorted(set(args.seeds_list)):
-            config = bench_config(map_name, seeds, args.buffer_size)
+            config = bench_config(map_name, seeds, args.buffer_size, args.unroll_windows)
             row, compiled, state = bench_chunks(config, args.warmup, args.chunks)
             rate, chunk_s = row["env_steps_per_s_per_seed"], row["seconds_per_chunk"]
             print(f"  {map_name} seeds={seeds}: {rate:,.0f} steps/s/seed, {chunk_s:.3f} s/chunk")
