@@ -31,8 +31,9 @@ Reward (``reward="smax"``, the default): damage dealt to enemies as a fraction o
 health, summed and divided by the number of enemies (so it never rewards enemy healing), plus
 ``won_battle_bonus`` (1.0) on a win: an episode returns at most 2. ``reward="smac"`` is SMAC's
 default shaping instead: health damage dealt + 10 per enemy killed + 200 on a win, scaled so
-that the best possible episode returns 20 (SMAC's ``reward_scale_rate``). Episodes end on a win, a loss, a draw, or after ``episode_limit`` steps (SMAC's limit per
-map); only the last is ``truncated``. ``step`` does not auto-reset (see envs/spec.py).
+that the best possible episode returns 20 (SMAC's ``reward_scale_rate``). Episodes end on a
+win, a loss, a draw, or after ``episode_limit`` steps (SMAC's limit per map); only the last is
+``truncated``. ``step`` does not auto-reset (see envs/spec.py).
 
 Random keys are split exactly as in JaxMARL's ``HeuristicEnemySMAX.step``, so with default
 options a trajectory equals JaxMARL's step for step.
