@@ -181,8 +181,8 @@ class Config:
             raise ConfigError(f"unknown preset {self.preset!r}; valid: {', '.join(PRESETS)}")
         positive = (
             "t_max seeds n_envs buffer_size batch_size target_update_episodes hidden_dim "
-            "test_nepisode iterations_per_call unroll_windows n_quantiles n_target_quantiles n_act_quantiles "
-            "keep_checkpoints test_interval save_interval"
+            "test_nepisode iterations_per_call unroll_windows n_quantiles n_target_quantiles "
+            "n_act_quantiles keep_checkpoints test_interval save_interval"
         )
         for name in positive.split():
             if getattr(self, name) < 1:
