@@ -20,7 +20,7 @@ from igmda_jax.checkpoint import CheckpointMismatchError
 from igmda_jax.cli import parse_train_args
 from igmda_jax.config import MAIN_JOB, ConfigError, make_config
 from igmda_jax.evaluate import evaluate_run
-from igmda_jax.run import TrainingDiverged, compile_trainer, run, seed_keys
+from igmda_jax.run import TrainingDiverged, compile_trainer, make_env, run, seed_keys
 from igmda_jax.train import make_train
 
 # A small 3m configuration that compiles and runs in seconds.
@@ -167,6 +167,13 @@ def test_bad_names_list_valid_ones() -> None:
         make_config(alg="qmix-dx")
     with pytest.raises(ConfigError, match="unknown config field"):
         make_config(learning_rate=1.0)
+    with pytest.raises(ConfigError, match="reward must be smax or smac"):
+        make_config(reward="sc2")
+    with pytest.raises(ConfigError, match="unroll_windows must be >= 1"):
+        make_config(unroll_windows=0)
+    assert make_env(make_config(map="5m_vs_6m", reward="smac")).reward_mode == "smac"
+    with pytest.raises(ValueError, match="no options besides"):  # toy games have no reward option
+        make_env(make_config(map="matrix_qtran", reward="smac"))
     result = subprocess.run(
         [sys.executable, "-m", "igmda_jax.cli", "train", "--map", "4m", "--t-max", "10"],
         capture_output=True,
