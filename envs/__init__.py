@@ -16,11 +16,17 @@ import os
 # single-threaded Eigen (also reported upstream as a cure: jax#25861, PyAutoFit#1530) and
 # synchronous CPU dispatch did not on their own, but are kept: they cost nothing measurable
 # here and our host loop waits for every result anyway. IGMDA_XLA_DEFAULTS=1 keeps JAX's defaults.
+# The host is split into one XLA CPU device per core (IGMDA_CPU_DEVICES overrides the count):
+# XLA runs a small program on one thread, so vmapped seeds only use every core when they are
+# sharded over devices (``run.seed_sharding``); single-seed programs still run on device 0.
 if os.environ.get("IGMDA_XLA_DEFAULTS", "0") != "1":
     _flags = os.environ.get("XLA_FLAGS", "")
+    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    _cpu_devices = os.environ.get("IGMDA_CPU_DEVICES", str(_cores or 1))
     for _flag in (
         "--xla_cpu_multi_thread_eigen=false",
         "--xla_cpu_enable_concurrency_optimized_scheduler=false",
+        f"--xla_force_host_platform_device_count={int(_cpu_devices)}",
     ):
         if _flag.split("=")[0] not in _flags:
             _flags = f"{_flags} {_flag}".strip()

@@ -11,7 +11,9 @@ episodes, default 512, to save memory; its size does not change the per-step cos
   (``envs.rollout.make_random_rollout``: auto-resets, no network, no learning) and the ratio;
 * the time of one jitted ``learner.update`` alone on a batch sampled from the filled replay
   and of one jitted collection of 8 episodes (epsilon-greedy RNN agents), for a breakdown;
-* the cost of 1, 4, 8 vmapped seeds: wall time per chunk relative to 1 seed and steps/s/seed.
+* the cost of 1, 4, 8 vmapped seeds: wall time per chunk relative to 1 seed and steps/s/seed
+  (seeds spread over the host devices as in training, ``run.seed_sharding``; run with
+  ``IGMDA_CPU_DEVICES=1`` to keep every seed on one device).
 
 Targets: >= 4,500 env steps/s per seed on 3m; 8 seeds take <= 4x the time of one seed
 (steps per chunk vary with episode lengths, so "x per step" compares per-seed step rates).

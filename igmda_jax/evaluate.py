@@ -36,7 +36,7 @@ def evaluate_run(
     with CheckpointStore(run_dir / "checkpoints") as store:
         if store.latest_step() is None:
             raise FileNotFoundError(f"{run_dir} has no checkpoint to evaluate")
-        state, _ = store.restore(None, jax.eval_shape(compiled.init, seed_keys(config)))
+        state, _ = store.restore(None, compiled.state_like(seed_keys(config)))
     keys = evaluation_keys(config, 1_000_000)
     result = jax.device_get(compiled.evaluate(state, keys, actor))
     win = np.asarray(result["win_rate"])

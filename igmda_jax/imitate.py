@@ -141,7 +141,7 @@ def load_expert(run_dir: str | Path) -> Expert:
     config = expert.config
     compiled = compile_trainer(config)
     with CheckpointStore(expert.run_dir / "checkpoints") as store:
-        state, _ = store.restore(expert.step, jax.eval_shape(compiled.init, seed_keys(config)))
+        state, _ = store.restore(expert.step, compiled.state_like(seed_keys(config)))
     params = {"agent": state.params["agent"], "mixer": state.params["mixer"]}
     params = jax.tree.map(np.asarray, jax.device_get(params))  # the replay is dropped here
     t_env = [int(t) for t in np.asarray(jax.device_get(state.t_env))]
@@ -281,9 +281,10 @@ def initial_state(compiled: Compiled, config: Config, expert: Expert) -> TrainSt
     params = {**state.params, **jax.tree.map(jnp.array, frozen)}
     target = jax.tree.map(jnp.array, frozen)
     optimizer = make_optimizer(config)
-    return state.replace(
+    state = state.replace(
         params=params, target_params=target, opt_state=jax.vmap(optimizer.init)(params)
     )
+    return compiled.place(state)
 
 
 def restore_imitation(run_dir: str | Path) -> tuple[Config, TrainState, dict[str, Any]]:
@@ -301,7 +302,7 @@ def restore_imitation(run_dir: str | Path) -> tuple[Config, TrainState, dict[str
     )
     compiled = compile_trainer(config, imitation_env(config, expert))
     with CheckpointStore(run_dir / "checkpoints") as store:
-        state, _ = store.restore(None, jax.eval_shape(compiled.init, imitation_keys(config)))
+        state, _ = store.restore(None, compiled.state_like(imitation_keys(config)))
     return config, state, info
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec, Sharding, SingleDeviceSharding
 from tqdm import tqdm
 
 import envs
@@ -32,6 +33,7 @@ from igmda_jax.config import Config, with_defaults
 from igmda_jax.train import Trainer, TrainState, make_train
 
 SEED_AXIS = "seed"  # name of the vmapped seed axis of train_chunk
+DEVICE_AXIS = "seed_devices"  # mesh axis over which seed groups are spread (seed_sharding)
 
 # Fields a user may change when resuming (they do not change what has been computed).
 RESUMABLE_FIELDS = (
@@ -60,23 +62,76 @@ def make_env(config: Config) -> envs.Environment:
 
 @dataclasses.dataclass
 class Compiled:
-    """The trainer's functions, vmapped over seeds and jitted once."""
+    """The trainer's functions, vmapped over seeds and jitted once.
+
+    ``sharding`` places every TrainState leaf: its seed axis spread over local devices
+    (``seed_sharding``) or all on one device; ``init`` and restores (``state_like``) place
+    states that way and the jitted functions follow their inputs."""
 
     trainer: Trainer
     init: Any
     train_chunk: Any
     evaluate: Any
+    sharding: Sharding
+
+    def place(self, state: Any) -> Any:
+        """``state`` (any placement) on this trainer's devices."""
+        return jax.device_put(state, self.sharding)
+
+    def state_like(self, keys: jax.Array) -> Any:
+        """Abstract TrainState (shapes, dtypes, placement) of ``init(keys)``: a restore target
+        (without a placement, orbax would restore to the devices the checkpoint was saved from)."""
+        shapes = jax.eval_shape(self.init, keys)
+        return jax.tree.map(
+            lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self.sharding), shapes
+        )
 
 
-def compile_trainer(config: Config, env: envs.Environment | None = None) -> Compiled:
+def seed_sharding(seeds: int, devices: list | None = None) -> NamedSharding | None:
+    """Split the seed axis over the most local devices that divide ``seeds`` evenly (on CPU
+    one device per core, see envs/__init__.py); None when that is one device.
+
+    Seeds are independent: each device runs the vmapped program on its own group of seeds
+    (``shard_map``), and seeds agree on ``can_update`` and the unroll window only within their
+    group, so devices never wait for one another."""
+    devices = jax.local_devices() if devices is None else devices
+    count = max(d for d in range(1, len(devices) + 1) if seeds % d == 0)
+    if count == 1:
+        return None
+    return NamedSharding(
+        Mesh(np.array(devices[:count]), (DEVICE_AXIS,)), PartitionSpec(DEVICE_AXIS)
+    )
+
+
+def compile_trainer(
+    config: Config, env: envs.Environment | None = None, devices: list | None = None
+) -> Compiled:
     """jit(vmap(...)) of the trainer's functions for ``config`` on ``env`` (default: the
-    config's own environment, ``make_env``)."""
+    config's own environment, ``make_env``), seeds spread over ``devices`` (default: every
+    local device; ``seed_sharding``)."""
     trainer = make_train(config, make_env(config) if env is None else env, SEED_AXIS)
+    devices = jax.local_devices() if devices is None else devices
+    sharding = seed_sharding(config.seeds, devices) or SingleDeviceSharding(devices[0])
+    init_on_one_device = jax.jit(jax.vmap(trainer.init))
+
+    def init(keys: jax.Array) -> TrainState:
+        # Initialised on one device, then spread: XLA's CPU runtime hangs (jax 0.10.2) running
+        # the GRU parameter initialisation partitioned over host devices.
+        state = init_on_one_device(jax.device_put(keys, devices[0]))
+        return jax.device_put(state, sharding)
+
+    train_chunk = jax.vmap(trainer.train_chunk, axis_name=SEED_AXIS)
+    if isinstance(sharding, NamedSharding):
+        spec = PartitionSpec(DEVICE_AXIS)
+        train_chunk = jax.shard_map(
+            train_chunk, mesh=sharding.mesh, in_specs=spec, out_specs=spec, check_vma=False
+        )
     return Compiled(
         trainer=trainer,
-        init=jax.jit(jax.vmap(trainer.init)),
-        train_chunk=jax.jit(jax.vmap(trainer.train_chunk, axis_name=SEED_AXIS), donate_argnums=0),
+        init=init,
+        train_chunk=jax.jit(train_chunk, donate_argnums=0),
         evaluate=jax.jit(jax.vmap(trainer.evaluate, in_axes=(0, 0, None)), static_argnums=2),
+        sharding=sharding,
     )
 
 
@@ -193,7 +248,7 @@ def run(
     store = CheckpointStore(out / "checkpoints", max_to_keep=config.keep_checkpoints)
     host = {"evals": 0, "next_test": 0, "next_save": config.save_interval, "wall": 0.0}
     if resume and store.latest_step() is not None:
-        like = jax.eval_shape(compiled.init, keys)
+        like = compiled.state_like(keys)
         state, metadata = store.restore(None, like)
         check_compatible(with_defaults(metadata["config"]), config.to_dict(), RESUMABLE_FIELDS)
         host = metadata["host"]

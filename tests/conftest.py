@@ -8,7 +8,10 @@ import tempfile
 
 import jax
 
-import envs  # noqa: F401  (first: applies the XLA CPU flag before JAX starts)
+# Two host devices even on a one-core machine, so seed sharding is always exercised.
+os.environ.setdefault("IGMDA_CPU_DEVICES", "2")
+
+import envs  # noqa: E402, F401  (first: applies the XLA CPU flags before JAX starts)
 
 _CACHE = os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "igmda-jax-test-xla-cache")

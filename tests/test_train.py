@@ -53,6 +53,7 @@ def train_matrix_game(alg: str, n_seeds: int = 4, chunks: int = 10) -> np.ndarra
         epsilon_finish=1.0,
         td_lambda=0.0,
         lr=5e-3,
+        grad_clip=1.0,  # payoffs of -12..8: at clip 10 a QPLEX seed can diverge on rounding noise
         target_update_episodes=32,
         hidden_dim=32,
         seeds=n_seeds,
@@ -67,7 +68,7 @@ def train_matrix_game(alg: str, n_seeds: int = 4, chunks: int = 10) -> np.ndarra
 
 def test_matrix_game_qplex_finds_optimum() -> None:
     # QPLEX's full IGM class represents the non-monotonic payoff (QPLEX paper, matrix game)
-    returns = train_matrix_game("qplex")
+    returns = train_matrix_game("qplex", chunks=16)
     assert (returns == 8.0).all(), returns
 
 

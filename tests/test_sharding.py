@@ -1,0 +1,73 @@
+"""Seeds spread over host devices (run.seed_sharding) compute what one device computes.
+
+conftest.py makes two XLA CPU devices even on a one-core machine."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from igmda_jax.checkpoint import CheckpointStore
+from igmda_jax.config import make_config
+from igmda_jax.run import DEVICE_AXIS, compile_trainer, seed_keys, seed_sharding
+
+TINY = dict(n_envs=4, batch_size=4, buffer_size=16, hidden_dim=8, mixer_embed=4, hypernet_embed=8)
+
+
+def test_seed_sharding_uses_the_most_devices_that_divide_the_seeds() -> None:
+    devices = jax.local_devices()
+    assert len(devices) >= 2  # conftest.py
+    two = devices[:2]
+    assert seed_sharding(1, two) is None
+    assert seed_sharding(3, two) is None  # 3 seeds do not split evenly over 2 devices
+    sharding = seed_sharding(4, two)
+    assert sharding is not None
+    assert sharding.mesh.axis_names == (DEVICE_AXIS,)
+    assert set(sharding.device_set) == set(two)
+    assert seed_sharding(8, devices[:1]) is None
+
+
+def _device_count(state) -> set[int]:
+    return {len(leaf.sharding.device_set) for leaf in jax.tree.leaves(state)}
+
+
+def test_sharded_seeds_train_like_one_device(tmp_path) -> None:
+    """Two seeds, one per device, against both on one device: same metrics and parameters
+    after two chunks (to rounding: XLA compiles the two layouts separately), and a checkpoint
+    of the sharded state restores on one device and back."""
+    config = make_config("smax", alg="qmix-da", map="3m", sight_range=0.0, seeds=2, **TINY)
+    keys = seed_keys(config)
+    sharded = compile_trainer(config, devices=jax.local_devices()[:2])
+    single = compile_trainer(config, devices=jax.local_devices()[:1])
+    assert len(sharded.sharding.device_set) == 2 and len(single.sharding.device_set) == 1
+    sharded_state, single_state = sharded.init(keys), single.init(keys)
+    assert _device_count(sharded_state) == {2}
+    assert _device_count(single_state) == {1}
+    for _ in range(2):
+        sharded_state, sharded_metrics = sharded.train_chunk(sharded_state)
+        single_state, single_metrics = single.train_chunk(single_state)
+    assert _device_count(sharded_state) == {2}  # the chunk keeps the placement
+    assert float(np.min(sharded_metrics["updates"])) > 0  # updates ran (the replay filled)
+    for name in ("loss", "return", "t_env", "updates"):
+        np.testing.assert_allclose(sharded_metrics[name], single_metrics[name], rtol=1e-4)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+        jax.device_get(sharded_state.params),
+        jax.device_get(single_state.params),
+    )
+
+    with CheckpointStore(tmp_path / "checkpoints") as store:
+        store.save(1, sharded_state, {"note": "sharded"})
+    with CheckpointStore(tmp_path / "checkpoints") as store:
+        on_one, _ = store.restore(None, single.state_like(keys))
+        on_two, _ = store.restore(None, sharded.state_like(keys))
+    assert _device_count(on_one) == {1}
+    assert _device_count(on_two) == {2}
+    jax.tree.map(
+        np.testing.assert_array_equal,
+        jax.device_get(on_one.params),
+        jax.device_get(sharded_state.params),
+    )
+    jax.tree.map(
+        np.testing.assert_array_equal, jax.device_get(on_two.replay), jax.device_get(on_one.replay)
+    )
