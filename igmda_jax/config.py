@@ -143,6 +143,11 @@ class Config:
     """Updates unroll the shortest of this many static windows (episode_limit * k / n) that
     holds the batch's longest episode, not the whole padded length; 1 = always unroll all.
     Same result, less padding computed; each window compiles the update once more."""
+    seed_vmap: int = 0
+    """Seeds vmapped together on one device; a device's seeds run in sequential groups of this
+    size (``lax.map``) inside the same compiled program. 0 = auto: 1 on CPU, where XLA runs a
+    vmapped batch of seeds slower than the same seeds one after another (run.seed_group_size),
+    all of a device's seeds on GPU/TPU. Same results either way (to rounding)."""
     save_interval: int = 100_000
     """Env steps between checkpoints (one is also written at the end)."""
     keep_checkpoints: int = 2
@@ -187,6 +192,8 @@ class Config:
         for name in positive.split():
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.seed_vmap < 0:
+            raise ConfigError(f"seed_vmap must be >= 0 (0 = auto), got {self.seed_vmap}")
         if self.batch_size > self.buffer_size:
             raise ConfigError(
                 f"batch_size ({self.batch_size}) must not exceed buffer_size ({self.buffer_size})"

@@ -4,12 +4,22 @@ conftest.py makes two XLA CPU devices even on a one-core machine."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import numpy as np
 
 from igmda_jax.checkpoint import CheckpointStore
 from igmda_jax.config import make_config
-from igmda_jax.run import DEVICE_AXIS, compile_trainer, seed_keys, seed_sharding
+from igmda_jax.run import (
+    DEVICE_AXIS,
+    compile_trainer,
+    evaluation_keys,
+    map_seed_groups,
+    seed_group_size,
+    seed_keys,
+    seed_sharding,
+)
 
 TINY = dict(n_envs=4, batch_size=4, buffer_size=16, hidden_dim=8, mixer_embed=4, hypernet_embed=8)
 
@@ -27,19 +37,39 @@ def test_seed_sharding_uses_the_most_devices_that_divide_the_seeds() -> None:
     assert seed_sharding(8, devices[:1]) is None
 
 
+def test_seed_group_size_auto_is_sequential_on_cpu_and_vmapped_elsewhere() -> None:
+    assert seed_group_size(0, 4, "cpu") == 1
+    assert seed_group_size(0, 4, "gpu") == 4
+    assert seed_group_size(2, 4, "cpu") == 2
+    assert seed_group_size(3, 4, "cpu") == 2  # the largest divisor of 4 not above 3
+    assert seed_group_size(8, 4, "tpu") == 4
+
+
+def test_map_seed_groups_vmaps_within_groups_and_loops_over_them() -> None:
+    """Collectives over the seed axis see only the seeds of their group."""
+    values = np.array([1.0, 5.0, 2.0, 3.0, 7.0, 0.0], np.float32)
+    group_max = lambda x: {"max": jax.lax.pmax(x, "s"), "double": 2 * x}  # noqa: E731
+    for group, expected in [(1, values), (2, [5, 5, 3, 3, 7, 7]), (3, [5, 5, 5, 7, 7, 7])]:
+        out = jax.jit(map_seed_groups(group_max, group, "s"))(values)
+        np.testing.assert_array_equal(out["max"], expected)
+        np.testing.assert_array_equal(out["double"], 2 * values)
+
+
 def _device_count(state) -> set[int]:
     return {len(leaf.sharding.device_set) for leaf in jax.tree.leaves(state)}
 
 
 def test_sharded_seeds_train_like_one_device(tmp_path) -> None:
-    """Two seeds, one per device, against both on one device: same metrics and parameters
-    after two chunks (to rounding: XLA compiles the two layouts separately), and a checkpoint
-    of the sharded state restores on one device and back."""
+    """Two seeds, one per device, against both vmapped on one device: same metrics, parameters
+    and greedy evaluation after two chunks (to rounding: XLA compiles the two layouts
+    separately), and a checkpoint of the sharded state restores on one device and back."""
     config = make_config("smax", alg="qmix-da", map="3m", sight_range=0.0, seeds=2, **TINY)
     keys = seed_keys(config)
     sharded = compile_trainer(config, devices=jax.local_devices()[:2])
-    single = compile_trainer(config, devices=jax.local_devices()[:1])
+    vmapped = dataclasses.replace(config, seed_vmap=2)
+    single = compile_trainer(vmapped, devices=jax.local_devices()[:1])
     assert len(sharded.sharding.device_set) == 2 and len(single.sharding.device_set) == 1
+    assert (sharded.seed_group, single.seed_group) == (1, 2)
     sharded_state, single_state = sharded.init(keys), single.init(keys)
     assert _device_count(sharded_state) == {2}
     assert _device_count(single_state) == {1}
@@ -55,6 +85,11 @@ def test_sharded_seeds_train_like_one_device(tmp_path) -> None:
         jax.device_get(sharded_state.params),
         jax.device_get(single_state.params),
     )
+    eval_keys = evaluation_keys(config, 0)
+    sharded_eval = jax.device_get(sharded.evaluate(sharded_state, eval_keys, "expert"))
+    single_eval = jax.device_get(single.evaluate(single_state, eval_keys, "expert"))
+    for name in ("return", "win_rate", "episode_length"):
+        np.testing.assert_allclose(sharded_eval[name], single_eval[name], rtol=1e-4)
 
     with CheckpointStore(tmp_path / "checkpoints") as store:
         store.save(1, sharded_state, {"note": "sharded"})
