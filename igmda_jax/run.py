@@ -119,17 +119,41 @@ def seed_group_size(requested: int, seeds_per_device: int, platform: str) -> int
 
 
 def map_seed_groups(fn: Callable, group: int, axis_name: str) -> Callable:
-    """``fn`` (one seed) over a leading seed axis: vmapped (``axis_name``) within groups of
-    ``group`` seeds, the groups one after another (``lax.map``); plain vmap for one group."""
+    """``fn(state) -> (state, aux)`` (one seed) over a leading seed axis: vmapped
+    (``axis_name``) within groups of ``group`` seeds, the groups one after another; plain vmap
+    for one group.
+
+    The groups run in a ``fori_loop`` that updates the stacked state in place (dynamic slice in,
+    dynamic update out), so only one group's state is copied at a time. ``lax.map`` would
+    build a second stacked state (its outputs): 1.8 GiB more peak memory for 8m, 4 seeds."""
     vmapped = jax.vmap(fn, axis_name=axis_name)
 
-    def over_seeds(tree: Any) -> Any:
-        seeds = jax.tree.leaves(tree)[0].shape[0]
+    def over_seeds(state: Any) -> tuple[Any, Any]:
+        seeds = jax.tree.leaves(state)[0].shape[0]
         if group >= seeds:
-            return vmapped(tree)
-        grouped = jax.tree.map(lambda x: x.reshape(seeds // group, group, *x.shape[1:]), tree)
-        out = jax.lax.map(vmapped, grouped)
-        return jax.tree.map(lambda x: x.reshape(seeds, *x.shape[2:]), out)
+            return vmapped(state)
+        n_groups = seeds // group
+        grouped = jax.tree.map(lambda x: x.reshape(n_groups, group, *x.shape[1:]), state)
+
+        def group_at(tree: Any, index: jax.Array) -> Any:
+            return jax.tree.map(lambda x: jax.lax.dynamic_index_in_dim(x, index, 0, False), tree)
+
+        def put(tree: Any, part: Any, index: jax.Array) -> Any:
+            return jax.tree.map(
+                lambda x, y: jax.lax.dynamic_update_index_in_dim(x, y, index, 0), tree, part
+            )
+
+        _, aux_shapes = jax.eval_shape(vmapped, group_at(grouped, 0))
+        aux = jax.tree.map(lambda s: jnp.zeros((n_groups, *s.shape), s.dtype), aux_shapes)
+
+        def run_group(index: jax.Array, carry: tuple[Any, Any]) -> tuple[Any, Any]:
+            grouped, aux = carry
+            part, part_aux = vmapped(group_at(grouped, index))
+            return put(grouped, part, index), put(aux, part_aux, index)
+
+        grouped, aux = jax.lax.fori_loop(0, n_groups, run_group, (grouped, aux))
+        flat = lambda x: x.reshape(seeds, *x.shape[2:])  # noqa: E731
+        return jax.tree.map(flat, grouped), jax.tree.map(flat, aux)
 
     return over_seeds
 
