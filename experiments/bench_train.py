@@ -13,13 +13,15 @@ episodes, default 512, to save memory; its size does not change the per-step cos
   and of one jitted collection of 8 episodes (epsilon-greedy RNN agents), for a breakdown;
 * the cost of 1, 4, 8 vmapped seeds: wall time per chunk relative to 1 seed and steps/s/seed
   (seeds spread over the host devices as in training, ``run.seed_sharding``; run with
-  ``IGMDA_CPU_DEVICES=1`` to keep every seed on one device).
+  ``IGMDA_CPU_DEVICES=1`` to keep every seed on one device; ``--seed-vmap K`` vmaps K seeds
+  of a device together instead of running them one after another).
 
 Targets: >= 4,500 env steps/s per seed on 3m; 8 seeds take <= 4x the time of one seed
 (steps per chunk vary with episode lengths, so "x per step" compares per-seed step rates).
 
     python experiments/bench_train.py [--maps 3m 8m] [--seeds-list 1 4 8] [--chunks 10]
-        [--warmup 2] [--buffer-size 512] [--unroll-windows 4] [--out results/bench_train.json]
+        [--warmup 2] [--buffer-size 512] [--unroll-windows 4] [--seed-vmap 0]
+        [--out results/bench_train.json]
 
 Writes the numbers to ``--out`` (JSON) and the seed-scaling table next to it (CSV).
 """
@@ -51,13 +53,16 @@ SCALING_COLUMNS = ["seeds", "seconds_per_chunk", "time_vs_base", "step_time_vs_b
 BENCH = {"alg": "qmix", "n_envs": 8, "batch_size": 32, "updates_per_iteration": 1}
 
 
-def bench_config(map_name: str, seeds: int, buffer_size: int, unroll_windows: int) -> Config:
+def bench_config(
+    map_name: str, seeds: int, buffer_size: int, unroll_windows: int, seed_vmap: int = 0
+) -> Config:
     return make_config(
         "authors",
         map=map_name,
         buffer_size=buffer_size,
         seeds=seeds,
         unroll_windows=unroll_windows,
+        seed_vmap=seed_vmap,
         **BENCH,
     )
 
@@ -171,6 +176,9 @@ def main() -> None:
     parser.add_argument(
         "--unroll-windows", type=int, default=4, help="Config.unroll_windows (1: unroll padding)"
     )
+    parser.add_argument(
+        "--seed-vmap", type=int, default=0, help="Config.seed_vmap (0: auto, 1 on CPU)"
+    )
     parser.add_argument("--random-steps", type=int, default=2_000, help="steps per env")
     parser.add_argument("--out", type=Path, default=Path("results/bench_train.json"))
     args = parser.parse_args()
@@ -182,6 +190,7 @@ def main() -> None:
         "platform": jax.devices()[0].platform,
         "buffer_size": args.buffer_size,
         "unroll_windows": args.unroll_windows,
+        "seed_vmap": args.seed_vmap,
         "targets": {"3m_steps_per_s_per_seed": TARGET_STEPS_PER_SEED, "8_seeds_time": 4.0},
         "maps": {},
     }
@@ -190,7 +199,9 @@ def main() -> None:
     for map_name in args.maps:
         results: dict[str, Any] = {"scaling": []}
         for seeds in sorted(set(args.seeds_list)):
-            config = bench_config(map_name, seeds, args.buffer_size, args.unroll_windows)
+            config = bench_config(
+                map_name, seeds, args.buffer_size, args.unroll_windows, args.seed_vmap
+            )
             row, compiled, state = bench_chunks(config, args.warmup, args.chunks)
             rate, chunk_s = row["env_steps_per_s_per_seed"], row["seconds_per_chunk"]
             print(f"  {map_name} seeds={seeds}: {rate:,.0f} steps/s/seed, {chunk_s:.3f} s/chunk")
