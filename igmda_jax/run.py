@@ -110,7 +110,7 @@ def seed_group_size(requested: int, seeds_per_device: int, platform: str) -> int
     """Seeds vmapped together on one device (``Config.seed_vmap``; 0 = auto): the largest
     divisor of ``seeds_per_device`` not above the request. Auto is 1 on CPU: XLA's CPU backend
     runs a vmapped batch of seeds slower than the same seeds in sequence (the GRU's gradient
-    costs twice as much per row once a batch passes ~200 rows; QMIX 3m, 4 seeds on one device:
+    costs 1.5x as much per row past ~200 rows, experiments/scan_rows.py; QMIX 3m, 4 seeds on one device:
     vmapped 4.7x one seed's time, sequential 3.5x, README "Benchmarks"). On GPU/TPU auto vmaps
     all of them."""
     wanted = (1 if platform == "cpu" else seeds_per_device) if requested == 0 else requested
