@@ -19,28 +19,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from bench_train import time_calls  # experiments/ is on sys.path when run as a script
 
 import envs  # noqa: F401  (XLA flags of the project)
 
 HIDDEN = 64
 TANH_WIDTH = 192
-
-
-def mean_microseconds(fn, args: tuple, repeats: int) -> float:
-    """Mean time of ``fn(*args)`` after one warm-up (compile) call, in microseconds."""
-    jax.block_until_ready(fn(*args))
-    start = time.perf_counter()
-    for _ in range(repeats):
-        out = fn(*args)
-    jax.block_until_ready(out)
-    return (time.perf_counter() - start) / repeats * 1e6
 
 
 def gru_loss(cell: nn.GRUCell, params: Any, inputs: jax.Array) -> jax.Array:
@@ -74,13 +64,13 @@ def measure(rows: int, steps: int, repeats: int) -> dict[str, float]:
     gru_forward = jax.jit(lambda p, x: gru_loss(cell, p, x))
     gru_grad = jax.jit(jax.grad(lambda p, x: gru_loss(cell, p, x)))
     tanh_grad = jax.jit(jax.grad(tanh_loss))
+    per_row = lambda fn, args: 1e6 * time_calls(fn, args, repeats) / rows  # noqa: E731
     return {
         "rows": rows,
         "steps": steps,
-        "gru_forward_us_per_row": mean_microseconds(gru_forward, (params, gru_inputs), repeats)
-        / rows,
-        "gru_grad_us_per_row": mean_microseconds(gru_grad, (params, gru_inputs), repeats) / rows,
-        "tanh_grad_us_per_row": mean_microseconds(tanh_grad, (scale, tanh_inputs), repeats) / rows,
+        "gru_forward_us_per_row": per_row(gru_forward, (params, gru_inputs)),
+        "gru_grad_us_per_row": per_row(gru_grad, (params, gru_inputs)),
+        "tanh_grad_us_per_row": per_row(tanh_grad, (scale, tanh_inputs)),
     }
 
 

@@ -60,36 +60,42 @@ def _device_count(state) -> set[int]:
 
 
 def test_sharded_seeds_train_like_one_device(tmp_path) -> None:
-    """Two seeds, one per device, against both vmapped on one device: same metrics, parameters
-    and greedy evaluation after two chunks (to rounding: XLA compiles the two layouts
-    separately), and a checkpoint of the sharded state restores on one device and back."""
+    """Two seeds, one per device, against both on one device, one after another (the CPU
+    default, a fori_loop over seed groups) and vmapped together: same metrics, parameters and
+    greedy evaluation after two chunks (to rounding: XLA compiles each layout separately), and
+    a checkpoint of the sharded state restores on one device and back."""
     config = make_config("smax", alg="qmix-da", map="3m", sight_range=0.0, seeds=2, **TINY)
     keys = seed_keys(config)
     sharded = compile_trainer(config, devices=jax.local_devices()[:2])
-    vmapped = dataclasses.replace(config, seed_vmap=2)
-    single = compile_trainer(vmapped, devices=jax.local_devices()[:1])
-    assert len(sharded.sharding.device_set) == 2 and len(single.sharding.device_set) == 1
-    assert (sharded.seed_group, single.seed_group) == (1, 2)
-    sharded_state, single_state = sharded.init(keys), single.init(keys)
-    assert _device_count(sharded_state) == {2}
-    assert _device_count(single_state) == {1}
-    for _ in range(2):
-        sharded_state, sharded_metrics = sharded.train_chunk(sharded_state)
-        single_state, single_metrics = single.train_chunk(single_state)
-    assert _device_count(sharded_state) == {2}  # the chunk keeps the placement
-    assert float(np.min(sharded_metrics["updates"])) > 0  # updates ran (the replay filled)
-    for name in ("loss", "return", "t_env", "updates"):
-        np.testing.assert_allclose(sharded_metrics[name], single_metrics[name], rtol=1e-4)
-    jax.tree.map(
-        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
-        jax.device_get(sharded_state.params),
-        jax.device_get(single_state.params),
+    single = compile_trainer(config, devices=jax.local_devices()[:1])
+    vmapped = compile_trainer(
+        dataclasses.replace(config, seed_vmap=2), devices=jax.local_devices()[:1]
     )
+    assert len(sharded.sharding.device_set) == 2 and len(single.sharding.device_set) == 1
+    assert (sharded.seed_group, single.seed_group, vmapped.seed_group) == (1, 1, 2)
     eval_keys = evaluation_keys(config, 0)
-    sharded_eval = jax.device_get(sharded.evaluate(sharded_state, eval_keys, "expert"))
-    single_eval = jax.device_get(single.evaluate(single_state, eval_keys, "expert"))
-    for name in ("return", "win_rate", "episode_length"):
-        np.testing.assert_allclose(sharded_eval[name], single_eval[name], rtol=1e-4)
+    results = {}
+    for name, compiled in [("sharded", sharded), ("single", single), ("vmapped", vmapped)]:
+        state = compiled.init(keys)
+        assert _device_count(state) == {len(compiled.sharding.device_set)}
+        for _ in range(2):
+            state, metrics = compiled.train_chunk(state)
+        assert _device_count(state) == {len(compiled.sharding.device_set)}  # placement kept
+        evaluation = jax.device_get(compiled.evaluate(state, eval_keys, "expert"))
+        results[name] = (state, jax.device_get(metrics), evaluation)
+    sharded_state, sharded_metrics, sharded_eval = results["sharded"]
+    assert float(np.min(sharded_metrics["updates"])) > 0  # updates ran (the replay filled)
+    for other in ("single", "vmapped"):
+        other_state, other_metrics, other_eval = results[other]
+        for name in ("loss", "return", "t_env", "updates"):
+            np.testing.assert_allclose(sharded_metrics[name], other_metrics[name], rtol=1e-4)
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+            jax.device_get(sharded_state.params),
+            jax.device_get(other_state.params),
+        )
+        for name in ("return", "win_rate", "episode_length"):
+            np.testing.assert_allclose(sharded_eval[name], other_eval[name], rtol=1e-4)
 
     with CheckpointStore(tmp_path / "checkpoints") as store:
         store.save(1, sharded_state, {"note": "sharded"})
