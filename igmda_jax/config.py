@@ -42,9 +42,10 @@ class Config:
     """What the -da/-bc expert sees: full-sight observations, or the global state + agent id."""
     episode_limit: int | None = None
     """Override the map's episode limit (None: SMAC's limit for the map)."""
-    reward: Literal["smax", "smac"] = "smax"
-    """SMAX maps' team reward: smax = damage fraction + 1 on a win (JaxMARL); smac = SMAC's
-    shaping (damage + 10 per kill + 200 on a win, scaled to at most 20 per episode)."""
+    reward: Literal["smax", "smac"] = "smac"
+    """SMAX maps' team reward: smac = SMAC's shaping (damage + 10 per kill + 200 on a win,
+    scaled to at most 20 per episode; the paper's); smax = JaxMARL's (damage fraction + 1 on
+    a win). Other environments (toy games) have their own reward and ignore this field."""
     preset: str = "smax"
     """Hyperparameter preset the run started from (smax, finetuned, authors); set by --preset."""
     # budget and seeds
@@ -282,11 +283,19 @@ def make_config(preset: str = "smax", **overrides: Any) -> Config:
     return Config(**values).validate()
 
 
+# Fields whose default changed after they were added: a saved config without the field was
+# written before it existed and ran with the value here, not with today's default.
+# reward: added defaulting to "smax" (JaxMARL's); "smac" since SMAC's reward was found to
+# learn 5m_vs_6m (README, "Benchmarks").
+FORMER_DEFAULTS: dict[str, Any] = {"reward": "smax"}
+
+
 def with_defaults(saved: Mapping[str, Any]) -> dict[str, Any]:
-    """A saved config dict (config.json, checkpoint metadata) completed with the dataclass
-    default of every field added since it was written, which is the behaviour it ran with."""
+    """A saved config dict (config.json, checkpoint metadata) completed with the value every
+    field added since it was written ran with: the dataclass default, or the field's
+    ``FORMER_DEFAULTS`` value if its default has changed since."""
     defaults = {f.name: f.default for f in dataclasses.fields(Config)}
-    return {**defaults, **saved}
+    return {**defaults, **FORMER_DEFAULTS, **saved}
 
 
 def config_from_dict(saved: Mapping[str, Any]) -> Config:

@@ -29,6 +29,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec, Sharding, SingleDev
 from tqdm import tqdm
 
 import envs
+from envs.smax_maps import MAPS as SMAX_MAPS
 from igmda_jax.checkpoint import CheckpointStore, check_compatible
 from igmda_jax.config import Config, with_defaults
 from igmda_jax.train import Trainer, TrainState, make_train
@@ -57,7 +58,7 @@ def make_env(config: Config) -> envs.Environment:
     options: dict[str, Any] = {"sight_range": config.sight_range, "expert_view": config.expert_view}
     if config.episode_limit is not None:
         options["episode_limit"] = config.episode_limit
-    if config.reward != "smax":  # SMAX maps only: other environments refuse the option
+    if config.map in SMAX_MAPS:  # other environments have their own reward
         options["reward"] = config.reward
     return envs.make(config.map, **options)
 

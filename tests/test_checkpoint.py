@@ -187,6 +187,19 @@ def test_saved_config_from_an_older_version_takes_new_fields_defaults(tmp_path: 
         config_from_dict({**older, "renamed_field": 3})
 
 
+def test_saved_config_without_reward_ran_with_smax_reward(tmp_path: Path) -> None:
+    """``reward`` was added defaulting to "smax" and now defaults to "smac": a run saved before
+    the field existed is read as the SMAX-reward run it was, so resuming it with today's
+    default is refused rather than silently switching its reward."""
+    config = make_config("smax", map="3m")
+    assert config.reward == "smac"
+    older = {k: v for k, v in config.to_dict().items() if k != "reward"}
+    (tmp_path / "config.json").write_text(json.dumps(older))
+    assert load_config(tmp_path).reward == "smax"
+    with pytest.raises(CheckpointMismatchError, match="reward: saved=.smax. current=.smac."):
+        check_compatible(with_defaults(older), config.to_dict())
+
+
 def test_template_mismatch_names_the_leaf(tmp_path: Path) -> None:
     state = {"params": {"w": jnp.ones((S, 4)), "b": jnp.ones((S, 2))}, "t": jnp.zeros(S)}
     with CheckpointStore(tmp_path) as store:

@@ -173,8 +173,12 @@ def test_bad_names_list_valid_ones() -> None:
     with pytest.raises(ConfigError, match="unroll_windows must be >= 1"):
         make_config(unroll_windows=0)
     assert make_env(make_config(map="5m_vs_6m", reward="smac")).reward_mode == "smac"
-    with pytest.raises(ValueError, match="no options besides"):  # toy games have no reward option
-        make_env(make_config(map="matrix_qtran", reward="smac"))
+    assert make_env(make_config(map="3m")).reward_mode == "smac"  # the default
+    assert make_env(make_config(map="MMM2", reward="smax")).reward_mode == "smax"
+    # toy games have their own reward: the field is not passed to them (they refuse options)
+    assert make_env(make_config(map="matrix_qtran")).info.map_name == "matrix_qtran"
+    with pytest.raises(ValueError, match="no options besides"):
+        envs.make("matrix_qtran", reward="smac")
     result = subprocess.run(
         [sys.executable, "-m", "igmda_jax.cli", "train", "--map", "4m", "--t-max", "10"],
         capture_output=True,
