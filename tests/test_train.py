@@ -237,18 +237,19 @@ def test_killed_run_resumes_to_identical_metrics(tmp_path: Path) -> None:
 
 def test_qmix_learns_3m_at_full_sight(tmp_path: Path) -> None:
     """Learning smoke test. A random policy and an untrained QMIX win 0 % of 3m; with the
-    smax preset QMIX reached 31 % greedy wins at 100k steps and 59 % at 120k in our reference
-    run (seed 0, 32 test episodes), so >= 25 % at some evaluation by 120k is a margin we can
-    support while still failing for a learner that does not learn."""
+    smax preset (SMAC's reward) QMIX won 50 %, 44 % and 50 % of 32 greedy test episodes at
+    22k, 41k and 61k env steps in our reference run (seed 0), and seeds 0-2 of
+    bench_learning.py won 53, 44 and 56 % at 52k. >= 30 % at some evaluation by 60k is a
+    margin we can support while still failing for a learner that does not learn."""
     config = make_config(
-        "smax", alg="qmix", map="3m", t_max=120_000, test_interval=20_000, save_interval=10**9
+        "smax", alg="qmix", map="3m", t_max=60_000, test_interval=20_000, save_interval=10**9
     )
     run(config, tmp_path / "learn", progress=False)
     rows = [
         json.loads(line) for line in (tmp_path / "learn" / "metrics.jsonl").read_text().splitlines()
     ]
     assert rows[0]["win_rate"] == 0.0
-    assert max(row["win_rate"] for row in rows) >= 0.25, [(r["t_env"], r["win_rate"]) for r in rows]
+    assert max(row["win_rate"] for row in rows) >= 0.3, [(r["t_env"], r["win_rate"]) for r in rows]
 
 
 def test_train_defaults_are_the_main_job() -> None:
