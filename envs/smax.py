@@ -31,7 +31,8 @@ Reward (``reward="smax"``, the default): damage dealt to enemies as a fraction o
 health, summed and divided by the number of enemies (so it never rewards enemy healing), plus
 ``won_battle_bonus`` (1.0) on a win: an episode returns at most 2. ``reward="smac"`` is SMAC's
 default shaping instead: health damage dealt + 10 per enemy killed + 200 on a win, scaled so
-that the best possible episode returns 20 (SMAC's ``reward_scale_rate``). Episodes end on a
+that the best possible episode returns 20 (SMAC's ``reward_scale_rate``); ``"smac_no_kill"``
+is the same without the kill bonus (SMAC's ``reward_death_value=0``). Episodes end on a
 win, a loss, a draw, or after ``episode_limit`` steps (SMAC's limit per map); only the last is
 ``truncated``. ``step`` does not auto-reset (see envs/spec.py).
 
@@ -72,7 +73,7 @@ from envs.spec import check_actions as check_actions  # re-exported: the host-si
 
 N_MOVE_ACTIONS = 5  # 4 moves + stop
 STOP_ACTION = 4
-REWARDS = ("smax", "smac")
+REWARDS = ("smax", "smac", "smac_no_kill")
 # SMAC's defaults (smac.env.StarCraft2Env): reward_death_value, reward_win, reward_scale_rate
 SMAC_KILL_VALUE, SMAC_WIN_VALUE, SMAC_SCALE = 10.0, 200.0, 20.0
 
@@ -490,13 +491,14 @@ class SmaxEnv:
         allies_dead = ~jnp.any(stepped.unit_alive[: self.n_agents])
         enemies_dead = ~jnp.any(stepped.unit_alive[enemies])
         won = enemies_dead & ~allies_dead
-        if self.reward_mode == "smac":
+        if self.reward_mode in ("smac", "smac_no_kill"):
+            kill_value = SMAC_KILL_VALUE if self.reward_mode == "smac" else 0.0
             enemy_health = inner.unit_type_health[types][enemies]
             killed = prev.unit_alive[enemies] & ~stepped.unit_alive[enemies]
-            best_episode = jnp.sum(enemy_health) + SMAC_KILL_VALUE * self.n_enemies
+            best_episode = jnp.sum(enemy_health) + kill_value * self.n_enemies
             reward = (
                 jnp.sum(damage[enemies])
-                + SMAC_KILL_VALUE * jnp.sum(killed)
+                + kill_value * jnp.sum(killed)
                 + jnp.where(won, SMAC_WIN_VALUE, 0.0)
             ) * (SMAC_SCALE / (best_episode + SMAC_WIN_VALUE))
         else:

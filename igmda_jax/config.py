@@ -18,6 +18,7 @@ MIXERS = ("vdn", "qmix", "qplex", "dmix")
 VARIANTS = ("", "-da", "-bc")
 ALGORITHMS = tuple(m + v for m in MIXERS for v in VARIANTS)
 PRESETS = ("smax", "finetuned", "authors")
+REWARDS = ("smac", "smax", "smac_no_kill")  # envs.smax.REWARDS, without importing JaxMARL here
 
 
 class ConfigError(ValueError):
@@ -42,10 +43,11 @@ class Config:
     """What the -da/-bc expert sees: full-sight observations, or the global state + agent id."""
     episode_limit: int | None = None
     """Override the map's episode limit (None: SMAC's limit for the map)."""
-    reward: Literal["smax", "smac"] = "smac"
+    reward: Literal["smac", "smax", "smac_no_kill"] = "smac"
     """SMAX maps' team reward: smac = SMAC's shaping (damage + 10 per kill + 200 on a win,
     scaled to at most 20 per episode; the paper's); smax = JaxMARL's (damage fraction + 1 on
-    a win). Other environments (toy games) have their own reward and ignore this field."""
+    a win); smac_no_kill = SMAC's without the kill bonus (an ablation). Other environments
+    (toy games) have their own reward and ignore this field."""
     preset: str = "smax"
     """Hyperparameter preset the run started from (smax, finetuned, authors); set by --preset."""
     # budget and seeds
@@ -205,8 +207,8 @@ class Config:
             raise ConfigError(f"gamma must be in (0, 1], got {self.gamma}")
         if self.optimizer not in ("rmsprop", "adam"):
             raise ConfigError(f"optimizer must be rmsprop or adam, got {self.optimizer!r}")
-        if self.reward not in ("smax", "smac"):
-            raise ConfigError(f"reward must be smax or smac, got {self.reward!r}")
+        if self.reward not in REWARDS:
+            raise ConfigError(f"reward must be one of {', '.join(REWARDS)}; got {self.reward!r}")
         if self.imitation_loss not in ("mse", "ce"):
             raise ConfigError(f"imitation_loss must be mse or ce, got {self.imitation_loss!r}")
         if self.expert_target_action not in ("auto", "learner", "expert"):

@@ -307,19 +307,21 @@ def test_jit_and_vmap_over_64_envs(env3m_sight0: Jitted) -> None:
     assert not bool(jnp.any(transitions.won & transitions.truncated))
 
 
-def test_smac_reward_shaping_damage_kills_and_win() -> None:
+@pytest.mark.parametrize(("reward", "kill_value"), [("smac", 10.0), ("smac_no_kill", 0.0)])
+def test_smac_reward_shaping_damage_kills_and_win(reward: str, kill_value: float) -> None:
     """reward="smac": same battle as the default, reward = (health damage + 10 per kill + 200
     on a win) * 20 / (enemy health + 10 * n_enemies + 200); a won episode returns exactly 20.
-    The JaxMARL heuristic plays our side so that some episodes are won."""
+    "smac_no_kill" is the same with 0 per kill. The JaxMARL heuristic plays our side so that
+    some episodes are won."""
     from jaxmarl.environments.smax.heuristic_enemy import (
         create_heuristic_policy,
         get_heuristic_policy_initial_state,
     )
 
-    smax_env, smac_env = envs.make("3m"), envs.make("3m", reward="smac")
+    smax_env, smac_env = envs.make("3m"), envs.make("3m", reward=reward)
     n, limit = smax_env.n_agents, smax_env.episode_limit
     enemy_health = 3 * 45.0  # marines
-    scale = 20.0 / (enemy_health + 10 * 3 + 200)
+    scale = 20.0 / (enemy_health + kill_value * 3 + 200)
     policy = create_heuristic_policy(smax_env.inner, 0, shoot=True)
 
     def episode(key):
@@ -340,7 +342,7 @@ def test_smac_reward_shaping_damage_kills_and_win() -> None:
             killed = jnp.sum(state.smax.unit_alive[n:] & ~next_state.smax.unit_alive[n:])
             won_now = next_timestep.won & ~timestep.done
             damage_hp = (next_timestep.reward - won_now) * enemy_health
-            expected = (damage_hp + 10 * killed + 200 * won_now) * scale
+            expected = (damage_hp + kill_value * killed + 200 * won_now) * scale
             out = (smac_timestep.reward, expected, smac_timestep.done == next_timestep.done)
             return (next_timestep, next_state, smac_state, policy_state), out
 
@@ -358,6 +360,7 @@ def test_smac_reward_shaping_damage_kills_and_win() -> None:
     returns, won = np.asarray(smac_rewards.sum(axis=1)), np.asarray(won)
     assert 0 < won.sum() < len(won)  # both outcomes occur
     np.testing.assert_allclose(returns[won], 20.0, rtol=1e-4)
-    assert (returns[~won] < 20.0 * (enemy_health + 30) / (enemy_health + 230)).all()
+    best_lost = enemy_health + kill_value * 3
+    assert (returns[~won] < 20.0 * best_lost / (best_lost + 200)).all()
     with pytest.raises(ValueError, match="unknown reward"):
         envs.make("3m", reward="sc2")

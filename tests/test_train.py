@@ -18,7 +18,7 @@ import pytest
 import envs
 from igmda_jax.checkpoint import CheckpointMismatchError
 from igmda_jax.cli import parse_train_args
-from igmda_jax.config import MAIN_JOB, ConfigError, make_config
+from igmda_jax.config import MAIN_JOB, REWARDS, ConfigError, make_config
 from igmda_jax.evaluate import evaluate_run
 from igmda_jax.run import TrainingDiverged, compile_trainer, make_env, run, seed_keys
 from igmda_jax.train import make_train
@@ -168,8 +168,9 @@ def test_bad_names_list_valid_ones() -> None:
         make_config(alg="qmix-dx")
     with pytest.raises(ConfigError, match="unknown config field"):
         make_config(learning_rate=1.0)
-    with pytest.raises(ConfigError, match="reward must be smax or smac"):
+    with pytest.raises(ConfigError, match="reward must be one of smac, smax, smac_no_kill"):
         make_config(reward="sc2")
+    assert set(REWARDS) == set(envs.smax.REWARDS)
     with pytest.raises(ConfigError, match="unroll_windows must be >= 1"):
         make_config(unroll_windows=0)
     assert make_env(make_config(map="5m_vs_6m", reward="smac")).reward_mode == "smac"
