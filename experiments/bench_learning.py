@@ -1,8 +1,9 @@
 """Learning speed of QMIX: greedy win rate against env steps and wall time (issue 3).
 
-Trains QMIX with each preset (``authors``: PyMARL's settings; ``finetuned``: pymarl2's) on
-each map at full sight (``sight_range=None``), ``--seeds`` seeds vmapped in one program, up
-to ``--t-max`` env steps, evaluating greedily every ``--test-interval`` steps. Every run is a
+Trains QMIX with each preset (``smax``: ours; ``authors``: PyMARL's settings; ``finetuned``:
+pymarl2's) on each map at full sight (``sight_range=None``) with the ``--reward`` of the SMAX
+maps (default: SMAC's, the Config default), ``--seeds`` seeds in one program, up to
+``--t-max`` env steps, evaluating greedily every ``--test-interval`` steps. Every run is a
 normal run folder (``igmda_jax.run.run``: config.json, metrics.jsonl, checkpoints/) under
 ``--runs-dir/<preset>_<map>``; a folder that already holds a run is resumed, and one that
 already reached ``--t-max`` is not touched, so the benchmark continues across sessions.
@@ -15,7 +16,8 @@ started, including jit compilation of training and evaluation, summed over resum
 Target: 3m reaches >= 80 % greedy wins within 180 s of wall time.
 
     python experiments/bench_learning.py [--maps 3m 5m_vs_6m] [--presets authors finetuned]
-        [--t-max 1000000] [--seeds 3] [--test-interval 10000] [--runs-dir runs/bench_learning]
+        [--t-max 1000000] [--seeds 3] [--test-interval 10000] [--reward smac]
+        [--runs-dir runs/bench_learning]
         [--only-report] [--out results/bench_learning.json]
 
 Writes the table to ``--out`` (JSON), every evaluation row (preset, map, seed, eval, t_env,
@@ -34,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from igmda_jax.config import Config, make_config
+from igmda_jax.config import REWARDS, Config, make_config
 from igmda_jax.run import run
 
 THRESHOLDS = (0.5, 0.8)
@@ -133,6 +135,7 @@ def main() -> None:
     parser.add_argument("--t-max", type=int, default=1_000_000)
     parser.add_argument("--seeds", type=int, default=3, help="vmapped seeds per run")
     parser.add_argument("--test-interval", type=int, default=10_000)
+    parser.add_argument("--reward", choices=REWARDS, default=Config.reward)
     parser.add_argument("--runs-dir", type=Path, default=Path("runs/bench_learning"))
     parser.add_argument("--only-report", action="store_true", help="no training; report only")
     parser.add_argument("--no-progress", action="store_true")
@@ -156,6 +159,7 @@ def main() -> None:
                     seeds=args.seeds,
                     t_max=args.t_max,
                     test_interval=args.test_interval,
+                    reward=args.reward,
                 )
                 print(f"== {preset} {map_name}: {run_dir}", flush=True)
                 session = train(config, run_dir, progress=not args.no_progress)
