@@ -24,6 +24,7 @@ from igmda_jax.checkpoint import (
     abstract_like,
     check_compatible,
 )
+from igmda_jax.cli import parse_train_args
 from igmda_jax.config import (
     ConfigError,
     config_from_dict,
@@ -196,6 +197,7 @@ def test_saved_config_without_reward_ran_with_smax_reward(tmp_path: Path) -> Non
     older = {k: v for k, v in config.to_dict().items() if k != "reward"}
     (tmp_path / "config.json").write_text(json.dumps(older))
     assert load_config(tmp_path).reward == "smax"
+    assert parse_train_args(["--resume", str(tmp_path)]).config.reward == "smax"
     with pytest.raises(CheckpointMismatchError, match="reward: saved=.smax. current=.smac."):
         check_compatible(with_defaults(older), config.to_dict())
 
