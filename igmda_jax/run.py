@@ -107,6 +107,18 @@ def seed_sharding(seeds: int, devices: list | None = None) -> NamedSharding | No
     )
 
 
+def idle_devices_notice(seeds: int, used: int, available: int) -> str | None:
+    """A hint when ``seeds`` leave devices idle because they split only evenly (e.g. 3 seeds
+    on 2 CPU cores all run on one), or None when every device that could help is used."""
+    if used >= min(seeds, available):
+        return None
+    better = -(-seeds // available) * available  # the next multiple of the device count
+    return (
+        f"note: {seeds} seeds run on {used} of {available} devices (seeds are split evenly "
+        f"over devices); --seeds {better} would use all {available}"
+    )
+
+
 def seed_group_size(requested: int, seeds_per_device: int, platform: str) -> int:
     """Seeds vmapped together on one device (``Config.seed_vmap``; 0 = auto): the largest
     divisor of ``seeds_per_device`` not above the request. Auto is 1 on CPU: XLA's CPU backend
@@ -311,6 +323,10 @@ def run(
     config_path.write_text(json.dumps(config.to_dict(), indent=1))
 
     compiled = compile_trainer(config, env)
+    used = compiled.sharding.mesh.size if isinstance(compiled.sharding, NamedSharding) else 1
+    notice = idle_devices_notice(config.seeds, used, len(jax.local_devices()))
+    if notice is not None and progress:
+        print(notice, file=sys.stderr, flush=True)
     keys = seed_keys(config)
     store = CheckpointStore(out / "checkpoints", max_to_keep=config.keep_checkpoints)
     host = {"evals": 0, "next_test": 0, "next_save": config.save_interval, "wall": 0.0}

@@ -15,6 +15,7 @@ from igmda_jax.run import (
     DEVICE_AXIS,
     compile_trainer,
     evaluation_keys,
+    idle_devices_notice,
     map_seed_groups,
     seed_group_size,
     seed_keys,
@@ -112,3 +113,14 @@ def test_sharded_seeds_train_like_one_device(tmp_path) -> None:
     jax.tree.map(
         np.testing.assert_array_equal, jax.device_get(on_two.replay), jax.device_get(on_one.replay)
     )
+
+
+def test_idle_devices_notice_only_when_seeds_leave_devices_idle() -> None:
+    """(seeds, devices used by seed_sharding, local devices): 3 seeds on 2 cores use one."""
+    assert idle_devices_notice(3, 1, 2) == (
+        "note: 3 seeds run on 1 of 2 devices (seeds are split evenly over devices); "
+        "--seeds 4 would use all 2"
+    )
+    assert "--seeds 8 would use all 4" in idle_devices_notice(6, 3, 4)
+    for seeds, used, available in [(1, 1, 2), (2, 2, 2), (4, 2, 2), (3, 1, 1), (5, 5, 8)]:
+        assert idle_devices_notice(seeds, used, available) is None
