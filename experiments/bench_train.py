@@ -12,7 +12,7 @@ episodes, default 512, to save memory; its size does not change the per-step cos
 * the time of one jitted ``learner.update`` alone on a batch sampled from the filled replay
   and of one jitted collection of 8 episodes (epsilon-greedy RNN agents), for a breakdown;
 * the cost of 1, 4, 8 vmapped seeds: wall time per chunk relative to 1 seed and steps/s/seed
-  (seeds spread over the host devices as in training, ``run.seed_sharding``; run with
+  (seeds spread over the host devices as in training, ``seed_layout.seed_sharding``; run with
   ``IGMDA_CPU_DEVICES=1`` to keep every seed on one device; ``--seed-vmap K`` vmaps K seeds
   of a device together instead of running them one after another).
 

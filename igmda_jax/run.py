@@ -25,17 +25,23 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec, Sharding, SingleDeviceSharding
+from jax.sharding import NamedSharding, PartitionSpec, Sharding, SingleDeviceSharding
 from tqdm import tqdm
 
 import envs
 from envs.smax_maps import MAPS as SMAX_MAPS
 from igmda_jax.checkpoint import CheckpointStore, check_compatible
 from igmda_jax.config import Config, with_defaults
+from igmda_jax.seed_layout import (
+    DEVICE_AXIS,
+    idle_devices_notice,
+    map_seed_groups,
+    seed_group_size,
+    seed_sharding,
+)
 from igmda_jax.train import Trainer, TrainState, make_train
 
 SEED_AXIS = "seed"  # name of the vmapped seed axis of train_chunk
-DEVICE_AXIS = "seed_devices"  # mesh axis over which seed groups are spread (seed_sharding)
 
 # Fields a user may change when resuming (they do not change what has been computed).
 RESUMABLE_FIELDS = (
@@ -89,87 +95,6 @@ class Compiled:
         return jax.tree.map(
             lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self.sharding), shapes
         )
-
-
-def seed_sharding(seeds: int, devices: list | None = None) -> NamedSharding | None:
-    """Split the seed axis over the most local devices that divide ``seeds`` evenly (on CPU
-    one device per core, see envs/__init__.py); None when that is one device.
-
-    Seeds are independent: each device runs the vmapped program on its own group of seeds
-    (``shard_map``), and seeds agree on ``can_update`` and the unroll window only within their
-    group, so devices never wait for one another."""
-    devices = jax.local_devices() if devices is None else devices
-    count = max(d for d in range(1, len(devices) + 1) if seeds % d == 0)
-    if count == 1:
-        return None
-    return NamedSharding(
-        Mesh(np.array(devices[:count]), (DEVICE_AXIS,)), PartitionSpec(DEVICE_AXIS)
-    )
-
-
-def idle_devices_notice(seeds: int, used: int, available: int) -> str | None:
-    """A hint when ``seeds`` leave devices idle because they split only evenly (e.g. 3 seeds
-    on 2 CPU cores all run on one), or None when every device that could help is used."""
-    if used >= min(seeds, available):
-        return None
-    better = -(-seeds // available) * available  # the next multiple of the device count
-    return (
-        f"note: {seeds} seeds run on {used} of {available} devices (seeds are split evenly "
-        f"over devices); --seeds {better} would use all {available}"
-    )
-
-
-def seed_group_size(requested: int, seeds_per_device: int, platform: str) -> int:
-    """Seeds vmapped together on one device (``Config.seed_vmap``; 0 = auto): the largest
-    divisor of ``seeds_per_device`` not above the request. Auto is 1 on CPU: XLA's CPU backend
-    runs a vmapped batch of seeds slower than the same seeds in sequence (the GRU's gradient
-    costs 1.5x as much per row past ~200 rows, experiments/scan_rows.py; QMIX 3m, 4 seeds on one device:
-    vmapped 4.7x one seed's time, sequential 3.5x, README "Benchmarks"). On GPU/TPU auto vmaps
-    all of them."""
-    wanted = (1 if platform == "cpu" else seeds_per_device) if requested == 0 else requested
-    return max(
-        g for g in range(1, seeds_per_device + 1) if seeds_per_device % g == 0 and g <= wanted
-    )
-
-
-def map_seed_groups(fn: Callable, group: int, axis_name: str) -> Callable:
-    """``fn(state) -> (state, aux)`` (one seed) over a leading seed axis: vmapped
-    (``axis_name``) within groups of ``group`` seeds, the groups one after another; plain vmap
-    for one group.
-
-    The groups run in a ``fori_loop`` that updates the stacked state in place (dynamic slice in,
-    dynamic update out), so only one group's state is copied at a time. ``lax.map`` would
-    build a second stacked state (its outputs): 1.8 GiB more peak memory for 8m, 4 seeds."""
-    vmapped = jax.vmap(fn, axis_name=axis_name)
-
-    def over_seeds(state: Any) -> tuple[Any, Any]:
-        seeds = jax.tree.leaves(state)[0].shape[0]
-        if group >= seeds:
-            return vmapped(state)
-        n_groups = seeds // group
-        grouped = jax.tree.map(lambda x: x.reshape(n_groups, group, *x.shape[1:]), state)
-
-        def group_at(tree: Any, index: jax.Array) -> Any:
-            return jax.tree.map(lambda x: jax.lax.dynamic_index_in_dim(x, index, 0, False), tree)
-
-        def put(tree: Any, part: Any, index: jax.Array) -> Any:
-            return jax.tree.map(
-                lambda x, y: jax.lax.dynamic_update_index_in_dim(x, y, index, 0), tree, part
-            )
-
-        _, aux_shapes = jax.eval_shape(vmapped, group_at(grouped, 0))
-        aux = jax.tree.map(lambda s: jnp.zeros((n_groups, *s.shape), s.dtype), aux_shapes)
-
-        def run_group(index: jax.Array, carry: tuple[Any, Any]) -> tuple[Any, Any]:
-            grouped, aux = carry
-            part, part_aux = vmapped(group_at(grouped, index))
-            return put(grouped, part, index), put(aux, part_aux, index)
-
-        grouped, aux = jax.lax.fori_loop(0, n_groups, run_group, (grouped, aux))
-        flat = lambda x: x.reshape(seeds, *x.shape[2:])  # noqa: E731
-        return jax.tree.map(flat, grouped), jax.tree.map(flat, aux)
-
-    return over_seeds
 
 
 def compile_trainer(

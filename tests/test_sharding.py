@@ -1,4 +1,4 @@
-"""Seeds spread over host devices (run.seed_sharding) compute what one device computes.
+"""Seeds spread over host devices (seed_layout.seed_sharding) compute what one device computes.
 
 conftest.py makes two XLA CPU devices even on a one-core machine."""
 
@@ -11,14 +11,12 @@ import numpy as np
 
 from igmda_jax.checkpoint import CheckpointStore
 from igmda_jax.config import make_config
-from igmda_jax.run import (
+from igmda_jax.run import compile_trainer, evaluation_keys, seed_keys
+from igmda_jax.seed_layout import (
     DEVICE_AXIS,
-    compile_trainer,
-    evaluation_keys,
     idle_devices_notice,
     map_seed_groups,
     seed_group_size,
-    seed_keys,
     seed_sharding,
 )
 
