@@ -21,8 +21,8 @@ Target: 3m reaches >= 80 % greedy wins within 180 s of wall time.
         [--only-report] [--out results/bench_learning.json]
 
 Writes the table to ``--out`` (JSON), every evaluation row (preset, map, seed, eval, t_env,
-wall_time, win_rate, return) to the same path with .csv, and a plot (.png: median win rate
-and 25-75 % band over seeds against env steps, a panel per map, a line per preset).
+wall_time, win_rate, return) to the same path with .csv, and a plot (.png: seed-mean win rate
+and each seed's against env steps, a panel per map, a colour per preset).
 """
 
 from __future__ import annotations
@@ -109,16 +109,16 @@ def plot(curves: dict[tuple[str, str], list[dict[str, Any]]], maps: list[str], p
             if curve_map != map_name or not evals:
                 continue
             steps = np.array([e["t_env"] for e in evals])
-            wins = np.array([np.percentile(e["win_rates"], [25, 50, 75]) for e in evals])
-            (line,) = ax.plot(steps, wins[:, 1], label=preset)
-            ax.fill_between(steps, wins[:, 0], wins[:, 2], color=line.get_color(), alpha=0.2)
+            wins = np.array([e["win_rates"] for e in evals])  # [evals, seeds]
+            (line,) = ax.plot(steps, wins.mean(axis=1), label=preset, linewidth=2)
+            ax.plot(steps, wins, color=line.get_color(), alpha=0.3, linewidth=0.8)
         ax.set_title(f"QMIX on {map_name} (full sight)")
         ax.set_xlabel("env steps")
-        ax.set_ylabel("greedy win rate (median, 25-75 %)")
+        ax.set_ylabel("greedy win rate (seed mean; thin: each seed)")
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(loc="lower right")
+            ax.legend(loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
