@@ -36,14 +36,15 @@ def evaluate_run(
     with CheckpointStore(run_dir / "checkpoints") as store:
         if store.latest_step() is None:
             raise FileNotFoundError(f"{run_dir} has no checkpoint to evaluate")
-        state, _ = store.restore(None, compiled.state_like(seed_keys(config)))
+        restored, _ = store.restore(None, compiled.state_like(seed_keys(config)))
+    state = compiled.place(restored)
     keys = evaluation_keys(config, 1_000_000)
     result = jax.device_get(compiled.evaluate(state, keys, actor))
     win = np.asarray(result["win_rate"])
     return {
         "alg": config.alg,
         "map": config.map,
-        "t_env": int(np.min(jax.device_get(state.t_env))),
+        "t_env": int(np.min(jax.device_get(restored.t_env))),
         "episodes": config.test_nepisode,
         "seeds": [config.seed + i for i in range(config.seeds)],
         "win_rate_per_seed": win.tolist(),

@@ -267,7 +267,7 @@ def _tree_shapes(tree: Any) -> Any:
 def initial_state(compiled: Compiled, config: Config, expert: Expert) -> TrainState:
     """A fresh DA TrainState per learner seed holding the frozen expert's agent and mixer
     (online and target) and a fresh optimizer state."""
-    state = compiled.init(imitation_keys(config))
+    state = compiled.unpad(compiled.init(imitation_keys(config)))
     offset = config.seed - expert.config.seed
     frozen = jax.tree.map(lambda x: x[offset : offset + config.seeds], expert.params)
     for name in ("agent", "mixer"):

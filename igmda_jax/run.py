@@ -36,8 +36,11 @@ from igmda_jax.seed_layout import (
     DEVICE_AXIS,
     idle_devices_notice,
     map_seed_groups,
+    pad_seeds,
+    padded_seed_count,
     seed_group_size,
     seed_sharding,
+    unpad_seeds,
 )
 from igmda_jax.train import Trainer, TrainState, make_train
 
@@ -74,8 +77,12 @@ class Compiled:
     """The trainer's functions, vmapped over seeds and jitted once.
 
     ``sharding`` places every TrainState leaf: its seed axis spread over local devices
-    (``seed_sharding``) or all on one device; ``init`` and restores (``state_like``) place
-    states that way and the jitted functions follow their inputs."""
+    (``seed_sharding``) or all on one device. ``init`` returns a *working* state, whose seed
+    axis may be padded to ``padded_seeds`` so that it spreads over the devices
+    (``seed_layout.padded_seed_count``; the padding repeats the first seeds); ``train_chunk``
+    takes and returns working states; its metrics and ``evaluate``'s results cover the
+    config's ``seeds`` only. ``unpad`` gives the config's seeds (what checkpoints hold), and
+    ``place`` turns such a state (e.g. a restore into ``state_like``) into a working one."""
 
     trainer: Trainer
     init: Any
@@ -83,17 +90,26 @@ class Compiled:
     evaluate: Any
     sharding: Sharding
     seed_group: int = 1  # seeds vmapped together per device (seed_group_size)
+    seeds: int = 1
+    padded_seeds: int = 1
+    restore_sharding: Sharding | None = None  # for unpadded states, when padded_seeds > seeds
 
     def place(self, state: Any) -> Any:
-        """``state`` (any placement) on this trainer's devices."""
-        return jax.device_put(state, self.sharding)
+        """A state of ``seeds`` or ``padded_seeds`` seeds (any placement) as a working state."""
+        return jax.device_put(pad_seeds(state, self.padded_seeds), self.sharding)
+
+    def unpad(self, state: Any) -> Any:
+        """The config's seeds of a working state."""
+        return unpad_seeds(state, self.seeds)
 
     def state_like(self, keys: jax.Array) -> Any:
-        """Abstract TrainState (shapes, dtypes, placement) of ``init(keys)``: a restore target
-        (without a placement, orbax would restore to the devices the checkpoint was saved from)."""
-        shapes = jax.eval_shape(self.init, keys)
+        """Abstract TrainState (shapes, dtypes, placement) of ``unpad(init(keys))``: a restore
+        target (without a placement, orbax would restore to the devices the checkpoint was
+        saved from). Pass the restored state through ``place``."""
+        shapes = jax.eval_shape(lambda k: self.unpad(self.init(k)), keys)
+        placed = self.restore_sharding or self.sharding
         return jax.tree.map(
-            lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=self.sharding), shapes
+            lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=placed), shapes
         )
 
 
@@ -105,17 +121,19 @@ def compile_trainer(
     local device; ``seed_sharding``)."""
     trainer = make_train(config, make_env(config) if env is None else env, SEED_AXIS)
     devices = jax.local_devices() if devices is None else devices
-    sharding = seed_sharding(config.seeds, devices) or SingleDeviceSharding(devices[0])
+    padded = padded_seed_count(config.seeds, len(devices))
+    sharding = seed_sharding(padded, devices) or SingleDeviceSharding(devices[0])
     init_on_one_device = jax.jit(jax.vmap(trainer.init))
 
     def init(keys: jax.Array) -> TrainState:
+        """keys: [seeds, 2] -> a working state ([padded, ...] leaves, spread)."""
         # Initialised on one device, then spread: XLA's CPU runtime hangs (jax 0.10.2) running
         # the GRU parameter initialisation partitioned over host devices.
-        state = init_on_one_device(jax.device_put(keys, devices[0]))
-        return jax.device_put(state, sharding)
+        keys = pad_seeds(jax.device_put(keys, devices[0]), padded)
+        return jax.device_put(init_on_one_device(keys), sharding)
 
     n_devices = sharding.mesh.size if isinstance(sharding, NamedSharding) else 1
-    group = seed_group_size(config.seed_vmap, config.seeds // n_devices, devices[0].platform)
+    group = seed_group_size(config.seed_vmap, padded // n_devices, devices[0].platform)
     train_chunk = map_seed_groups(trainer.train_chunk, group, SEED_AXIS)
     evaluate = {
         actor: jax.vmap(functools.partial(trainer.evaluate, actor=actor))
@@ -129,13 +147,26 @@ def compile_trainer(
         train_chunk = spread(train_chunk, in_specs=spec)
         evaluate = {actor: spread(fn, in_specs=(spec, spec)) for actor, fn in evaluate.items()}
     jitted_evaluate = {actor: jax.jit(fn) for actor, fn in evaluate.items()}
+    jitted_chunk = jax.jit(train_chunk, donate_argnums=0)
+
+    def chunk(state: TrainState) -> tuple[TrainState, dict]:
+        state, metrics = jitted_chunk(state)
+        return state, unpad_seeds(metrics, config.seeds)
+
+    def evaluate_seeds(state: TrainState, keys: jax.Array, actor: str = "deployed") -> dict:
+        """keys: [seeds, 2] -> stats of the config's seeds."""
+        return unpad_seeds(jitted_evaluate[actor](state, pad_seeds(keys, padded)), config.seeds)
+
     return Compiled(
         trainer=trainer,
         init=init,
-        train_chunk=jax.jit(train_chunk, donate_argnums=0),
-        evaluate=lambda state, keys, actor="deployed": jitted_evaluate[actor](state, keys),
+        train_chunk=chunk,
+        evaluate=evaluate_seeds,
         sharding=sharding,
         seed_group=group,
+        seeds=config.seeds,
+        padded_seeds=padded,
+        restore_sharding=None if padded == config.seeds else SingleDeviceSharding(devices[0]),
     )
 
 
@@ -248,7 +279,7 @@ def run(
     config_path.write_text(json.dumps(config.to_dict(), indent=1))
 
     compiled = compile_trainer(config, env)
-    used = compiled.sharding.mesh.size if isinstance(compiled.sharding, NamedSharding) else 1
+    used = len(compiled.sharding.device_set)
     notice = idle_devices_notice(config.seeds, used, len(jax.local_devices()))
     if notice is not None and progress:
         print(notice, file=sys.stderr, flush=True)
@@ -256,8 +287,8 @@ def run(
     store = CheckpointStore(out / "checkpoints", max_to_keep=config.keep_checkpoints)
     host = {"evals": 0, "next_test": 0, "next_save": config.save_interval, "wall": 0.0}
     if resume and store.latest_step() is not None:
-        like = compiled.state_like(keys)
-        state, metadata = store.restore(None, like)
+        restored, metadata = store.restore(None, compiled.state_like(keys))
+        state = compiled.place(restored)
         check_compatible(with_defaults(metadata["config"]), config.to_dict(), RESUMABLE_FIELDS)
         host = metadata["host"]
     else:
@@ -268,7 +299,7 @@ def run(
     metrics_path.write_text("".join(line + "\n" for line in kept))
 
     def t_now() -> int:
-        return int(np.min(jax.device_get(state.t_env)))
+        return int(np.min(jax.device_get(compiled.unpad(state.t_env))))
 
     def save() -> None:
         if store.latest_step() == t_now():
@@ -279,7 +310,7 @@ def run(
         }
         store.save(
             int(t_now()),
-            state,
+            compiled.unpad(state),
             {"config": config.to_dict(), "host": host, "seeds": config.seeds},
         )
 

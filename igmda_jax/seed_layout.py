@@ -98,3 +98,31 @@ def map_seed_groups(fn: Callable, group: int, axis_name: str) -> Callable:
         return jax.tree.map(flat, grouped), jax.tree.map(flat, aux)
 
     return over_seeds
+
+
+def padded_seed_count(seeds: int, n_devices: int) -> int:
+    """Seeds to compute so that ``seeds`` spread over up to ``n_devices`` devices.
+
+    The seed axis splits only evenly, so 3 seeds on 2 CPU cores would all run on one. When
+    rounding up to a multiple of ``min(seeds, n_devices)`` puts fewer seeds on each device, the
+    axis is padded: 3 seeds on 2 devices compute 4 (2 per device, the time of 2 seeds, not 3).
+    The padding repeats the first seeds (``pad_seeds``), so it changes no real seed's result."""
+    spread = min(seeds, n_devices)
+    divisor = max(d for d in range(1, spread + 1) if seeds % d == 0)
+    per_device = -(-seeds // spread)
+    return per_device * spread if per_device < seeds // divisor else seeds
+
+
+def pad_seeds(tree: Any, padded: int) -> Any:
+    """Every leaf's leading seed axis [seeds, ...] -> [padded, ...], repeating the first seeds."""
+
+    def pad(x: Any) -> Any:
+        missing = padded - x.shape[0]
+        return x if missing == 0 else jnp.concatenate([x, x[:missing]])
+
+    return jax.tree.map(pad, tree)
+
+
+def unpad_seeds(tree: Any, seeds: int) -> Any:
+    """Every leaf's leading seed axis cut back to the first ``seeds``."""
+    return jax.tree.map(lambda x: x if x.shape[0] == seeds else x[:seeds], tree)

@@ -5,19 +5,24 @@ conftest.py makes two XLA CPU devices even on a one-core machine."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import jax
 import numpy as np
 
 from igmda_jax.checkpoint import CheckpointStore
 from igmda_jax.config import make_config
-from igmda_jax.run import compile_trainer, evaluation_keys, seed_keys
+from igmda_jax.evaluate import evaluate_run
+from igmda_jax.run import compile_trainer, evaluation_keys, run, seed_keys
 from igmda_jax.seed_layout import (
     DEVICE_AXIS,
     idle_devices_notice,
     map_seed_groups,
+    pad_seeds,
+    padded_seed_count,
     seed_group_size,
     seed_sharding,
+    unpad_seeds,
 )
 
 TINY = dict(n_envs=4, batch_size=4, buffer_size=16, hidden_dim=8, mixer_embed=4, hypernet_embed=8)
@@ -111,6 +116,88 @@ def test_sharded_seeds_train_like_one_device(tmp_path) -> None:
     jax.tree.map(
         np.testing.assert_array_equal, jax.device_get(on_two.replay), jax.device_get(on_one.replay)
     )
+
+
+def test_padded_seed_count_spreads_seeds_that_do_not_divide_the_devices() -> None:
+    for seeds, devices, padded in [
+        (1, 2, 1), (2, 2, 2), (3, 2, 4), (5, 2, 6), (3, 1, 3), (6, 4, 6), (5, 4, 8), (7, 8, 7),
+    ]:  # fmt: skip
+        assert padded_seed_count(seeds, devices) == padded, (seeds, devices)
+    tree = {"a": np.arange(3), "b": np.arange(6).reshape(3, 2)}
+    padded = pad_seeds(tree, 4)
+    np.testing.assert_array_equal(padded["a"], [0, 1, 2, 0])
+    np.testing.assert_array_equal(padded["b"][3], tree["b"][0])
+    jax.tree.map(np.testing.assert_array_equal, unpad_seeds(padded, 3), tree)
+    assert pad_seeds(tree, 3)["a"] is tree["a"]
+
+
+def test_three_seeds_padded_over_two_devices_train_like_one_device(tmp_path) -> None:
+    """3 seeds on 2 devices compute 4 (the 4th repeats seed 0) and match 3 seeds on one
+    device in metrics, parameters and evaluation; checkpoints hold the 3 real seeds and
+    restore into either layout, and training continues alike from them."""
+    config = make_config("smax", alg="qmix", map="3m", sight_range=0.0, seeds=3, **TINY)
+    keys = seed_keys(config)
+    padded = compile_trainer(config, devices=jax.local_devices()[:2])
+    single = compile_trainer(config, devices=jax.local_devices()[:1])
+    assert (padded.padded_seeds, single.padded_seeds) == (4, 3)
+    assert len(padded.sharding.device_set) == 2
+    eval_keys = evaluation_keys(config, 0)
+    results = {}
+    for name, compiled in [("padded", padded), ("single", single)]:
+        state = compiled.init(keys)
+        for _ in range(2):
+            state, metrics = compiled.train_chunk(state)
+        evaluation = jax.device_get(compiled.evaluate(state, eval_keys))
+        assert np.shape(metrics["loss"]) == (3,) and np.shape(evaluation["return"]) == (3,)
+        results[name] = (state, jax.device_get(metrics), evaluation)
+    padded_state, padded_metrics, padded_eval = results["padded"]
+    single_state, single_metrics, single_eval = results["single"]
+    assert float(np.min(padded_metrics["updates"])) > 0
+    for name in ("loss", "return", "t_env", "updates"):
+        np.testing.assert_allclose(padded_metrics[name], single_metrics[name], rtol=1e-4)
+    for name in ("return", "win_rate", "episode_length"):
+        np.testing.assert_allclose(padded_eval[name], single_eval[name], rtol=1e-4)
+    real_params = jax.device_get(padded.unpad(padded_state).params)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+        real_params,
+        jax.device_get(single_state.params),
+    )
+    jax.tree.map(  # the padding seed is seed 0 again
+        lambda x: np.testing.assert_array_equal(x[3], x[0]), jax.device_get(padded_state.params)
+    )
+
+    with CheckpointStore(tmp_path / "checkpoints") as store:
+        store.save(1, padded.unpad(padded_state), {"note": "padded"})
+    with CheckpointStore(tmp_path / "checkpoints") as store:
+        on_one = single.place(store.restore(None, single.state_like(keys))[0])
+        on_two = padded.place(store.restore(None, padded.state_like(keys))[0])
+    assert _device_count(on_one) == {1} and _device_count(on_two) == {2}
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(on_one.params), real_params)
+    _, next_one = single.train_chunk(on_one)
+    _, next_two = padded.train_chunk(on_two)
+    for name in ("loss", "t_env"):
+        np.testing.assert_allclose(next_one[name], next_two[name], rtol=1e-4)
+
+
+def test_padded_run_resumes_exactly_and_evaluates(tmp_path) -> None:
+    """run() with 3 seeds on 2 devices (padded to 4): stopping at 400 steps and resuming to
+    800 writes the metrics of a run straight to 800; `igmda eval` reads its checkpoint."""
+    config = make_config(
+        "smax", alg="qmix", map="hidden_cue", seeds=3, t_max=800, test_interval=200, **TINY
+    )
+    run(config, tmp_path / "whole", progress=False)
+    run(dataclasses.replace(config, t_max=400), tmp_path / "parts", progress=False)
+    run(config, tmp_path / "parts", resume=True, progress=False)
+
+    def rows(name: str) -> list[dict]:
+        lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(x).items() if k != "wall_time"} for x in lines]
+
+    assert rows("parts") == rows("whole")
+    assert {row["seed"] for row in rows("whole")} == {0, 1, 2}
+    evaluated = evaluate_run(tmp_path / "whole", episodes=8)
+    assert len(evaluated["win_rate_per_seed"]) == 3
 
 
 def test_idle_devices_notice_only_when_seeds_leave_devices_idle() -> None:
