@@ -118,6 +118,8 @@ def pad_seeds(tree: Any, padded: int) -> Any:
 
     def pad(x: Any) -> Any:
         missing = padded - x.shape[0]
+        if not 0 <= missing <= x.shape[0]:
+            raise ValueError(f"cannot pad a seed axis of {x.shape[0]} to {padded}")
         return x if missing == 0 else jnp.concatenate([x, x[:missing]])
 
     return jax.tree.map(pad, tree)

@@ -9,6 +9,7 @@ import json
 
 import jax
 import numpy as np
+import pytest
 
 from igmda_jax.checkpoint import CheckpointStore
 from igmda_jax.config import make_config
@@ -129,6 +130,8 @@ def test_padded_seed_count_spreads_seeds_that_do_not_divide_the_devices() -> Non
     np.testing.assert_array_equal(padded["b"][3], tree["b"][0])
     jax.tree.map(np.testing.assert_array_equal, unpad_seeds(padded, 3), tree)
     assert pad_seeds(tree, 3)["a"] is tree["a"]
+    with pytest.raises(ValueError, match="cannot pad a seed axis of 3 to 2"):
+        pad_seeds(tree, 2)
 
 
 def test_three_seeds_padded_over_two_devices_train_like_one_device(tmp_path) -> None:
