@@ -148,9 +148,10 @@ class Config:
     Same result, less padding computed; each window compiles the update once more."""
     seed_vmap: int = 0
     """Seeds vmapped together on one device; a device's seeds run in sequential groups of this
-    size (a loop, ``seed_layout.map_seed_groups``) inside the same compiled program. 0 = auto: 1 on CPU, where XLA runs a
-    vmapped batch of seeds slower than the same seeds one after another (seed_layout.seed_group_size),
-    all of a device's seeds on GPU/TPU. Same results either way (to rounding)."""
+    size (a loop, ``seed_layout.map_seed_groups``) inside the same compiled program. 0 = auto:
+    1 on CPU, where XLA runs a vmapped batch of seeds slower than the same seeds one after
+    another (``seed_layout.seed_group_size``), all of a device's seeds on GPU/TPU. Same results
+    either way (to rounding)."""
     save_interval: int = 100_000
     """Env steps between checkpoints (one is also written at the end)."""
     keep_checkpoints: int = 2

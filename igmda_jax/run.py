@@ -146,22 +146,23 @@ def compile_trainer(
         )
         train_chunk = spread(train_chunk, in_specs=spec)
         evaluate = {actor: spread(fn, in_specs=(spec, spec)) for actor, fn in evaluate.items()}
-    jitted_evaluate = {actor: jax.jit(fn) for actor, fn in evaluate.items()}
-    jitted_chunk = jax.jit(train_chunk, donate_argnums=0)
 
     def chunk(state: TrainState) -> tuple[TrainState, dict]:
-        state, metrics = jitted_chunk(state)
+        """A working state -> the next one and the metrics of the config's seeds."""
+        state, metrics = train_chunk(state)
         return state, unpad_seeds(metrics, config.seeds)
 
-    def evaluate_seeds(state: TrainState, keys: jax.Array, actor: str = "deployed") -> dict:
-        """keys: [seeds, 2] -> stats of the config's seeds."""
-        return unpad_seeds(jitted_evaluate[actor](state, pad_seeds(keys, padded)), config.seeds)
+    def real_seeds(fn: Callable) -> Callable:
+        """keys: [seeds, 2] -> stats of the config's seeds (padding inside the jit)."""
+        return lambda state, keys: unpad_seeds(fn(state, pad_seeds(keys, padded)), config.seeds)
+
+    jitted_evaluate = {actor: jax.jit(real_seeds(fn)) for actor, fn in evaluate.items()}
 
     return Compiled(
         trainer=trainer,
         init=init,
-        train_chunk=chunk,
-        evaluate=evaluate_seeds,
+        train_chunk=jax.jit(chunk, donate_argnums=0),
+        evaluate=lambda state, keys, actor="deployed": jitted_evaluate[actor](state, keys),
         sharding=sharding,
         seed_group=group,
         seeds=config.seeds,

@@ -36,8 +36,9 @@ def seed_sharding(seeds: int, devices: list | None = None) -> NamedSharding | No
 
 
 def idle_devices_notice(seeds: int, used: int, available: int) -> str | None:
-    """A hint when ``seeds`` leave devices idle because they split only evenly (e.g. 3 seeds
-    on 2 CPU cores all run on one), or None when every device that could help is used."""
+    """A hint when ``seeds`` leave devices idle even with padding (``padded_seed_count``: 6
+    seeds on 4 devices run 2 per device on 3), or None when every device that could help is
+    used."""
     if used >= min(seeds, available):
         return None
     better = -(-seeds // available) * available  # the next multiple of the device count
