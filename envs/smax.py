@@ -5,12 +5,22 @@
 
 Observations. The agents' ``obs`` is JaxMARL's ``unit_list`` observation (per other unit:
 health, relative x/y scaled by the observer's SMAX sight range, last move x/y, last target,
-weapon cooldown, type bits; then own health, x, y, cooldown, type bits), but other units are
+weapon cooldown, type bits; then the agent's own features), but other units are
 hidden (all-zero block) when farther than ``sight_range`` from the agent. ``sight_range=None``
 keeps each unit type's SMAX sight (9 for marines) and reproduces JaxMARL's observation exactly;
 ``0`` hides every other unit. Feature scaling never changes with ``sight_range``. The heuristic
 enemy keeps its normal sight: in JaxMARL one sight table serves both teams, so we compute the
 two teams' observations separately from one dense table of unit-to-unit features.
+
+Own features (``own_features``, the allies' ``obs`` and ``full_obs`` alike): ``"smax"`` (the
+default, JaxMARL's) is health fraction, **absolute x, y** (divided by the map size), weapon
+cooldown fraction, type bits; ``"smac"`` is SMAC's: health fraction, type bits and four
+move-feasibility flags (north, east, south, west: the move keeps the unit strictly inside the
+map for one env step at its speed; SMAX kills units that touch the map edge). With ``"smac"``
+a blind agent (sight 0) does not know where it stands, except next to an edge, as in SMAC.
+Dead units' own features are all zero. The enemies' observation (which drives the heuristic
+enemy, who reads its own position from it) and the global state keep positions whatever this
+option.
 
 Expert view (``expert_view``): ``"full_obs"`` is the same observation with full sight
 (``expert_sight_range``, default each type's SMAX sight: what the paper's code gave its
@@ -74,6 +84,10 @@ from envs.spec import check_actions as check_actions  # re-exported: the host-si
 N_MOVE_ACTIONS = 5  # 4 moves + stop
 STOP_ACTION = 4
 REWARDS = ("smax", "smac", "smac_no_kill")
+OWN_FEATURES = ("smax", "smac")
+# Unit vector of each move action 0-3 (north, east, south, west), as JaxMARL's
+# SMAX._decode_discrete_actions moves units (a diagonal rotated by 45 degrees).
+MOVE_DIRECTIONS = ((0.0, 1.0), (1.0, 0.0), (0.0, -1.0), (-1.0, 0.0))
 # SMAC's defaults (smac.env.StarCraft2Env): reward_death_value, reward_win, reward_scale_rate
 SMAC_KILL_VALUE, SMAC_WIN_VALUE, SMAC_SCALE = 10.0, 200.0, 20.0
 
@@ -132,6 +146,7 @@ class SmaxEnv:
         won_battle_bonus: float = 1.0,
         reward: str = "smax",
         state_last_action: bool = False,
+        own_features: str = "smax",
         heal_rate: float = DEFAULT_HEAL_RATE,
         heal_range: float = DEFAULT_HEAL_RANGE,
     ) -> None:
@@ -141,6 +156,11 @@ class SmaxEnv:
         if reward not in REWARDS:
             raise ValueError(f"unknown reward {reward!r}; valid: {', '.join(REWARDS)}")
         self.reward_mode = reward
+        if own_features not in OWN_FEATURES:
+            raise ValueError(
+                f"unknown own_features {own_features!r}; valid: {', '.join(OWN_FEATURES)}"
+            )
+        self.own_features = own_features
         self.spec: MapSpec = MAPS[map_name]
         self.sight_range = validate_sight_range(sight_range)
         self.expert_sight_range = validate_sight_range(expert_sight_range, "expert_sight_range")
@@ -184,7 +204,12 @@ class SmaxEnv:
         self.n_agents, self.n_enemies, self.n_units = n_allies, n_enemies, n_units
         self.n_actions = N_MOVE_ACTIONS + n_enemies
         self.n_unit_features = len(self.inner.unit_features)
-        self.obs_dim = self.inner.obs_size
+        # SMAX's own block is 4 + n_types wide (health, x, y, cooldown, types); SMAC's is
+        # 1 + n_types + 4 (health, types, move flags)
+        own_width = {"smax": 4 + n_types, "smac": 5 + n_types}[own_features]
+        self.obs_dim = self.inner.obs_size - (4 + n_types) + own_width
+        # an env step's displacement per unit of speed: world steps x time per world step
+        self.step_distance = self.inner.world_steps_per_env_step * self.inner.time_per_step
         self.state_unit_dim = 4 + n_types
         self.state_dim = n_units * self.state_unit_dim + (
             n_allies * self.n_actions if self.state_last_action else 0
@@ -214,7 +239,7 @@ class SmaxEnv:
         """Observations of every unit under the three sights we need.
 
         Returns obs [n_agents, obs_dim] (agent sight), full_obs [n_agents, obs_dim] (expert
-        sight), enemy_obs [n_enemies, obs_dim] (the enemies' own SMAX sight).
+        sight), enemy_obs [n_enemies, SMAX obs size] (the enemies' own SMAX sight, SMAX own block).
         """
         inner = self.inner
         types, alive = state.unit_types, state.unit_alive
@@ -253,7 +278,7 @@ class SmaxEnv:
             ],
             axis=-1,
         )  # [observer, observed, F]
-        own = jnp.concatenate(
+        smax_own = jnp.concatenate(
             [
                 health_fraction[:, None],
                 state.unit_positions / jnp.array([inner.map_width, inner.map_height]),
@@ -262,6 +287,13 @@ class SmaxEnv:
             ],
             axis=-1,
         ) * alive[:, None].astype(jnp.float32)  # [unit, 4 + n_types]
+        if self.own_features == "smac":
+            ally_own = jnp.concatenate(
+                [health_fraction[:n_allies, None], type_bits[:n_allies], self._move_flags(state)],
+                axis=-1,
+            ) * alive[:n_allies, None].astype(jnp.float32)  # [ally, 5 + n_types]
+        else:
+            ally_own = smax_own[:n_allies]
         both_alive = alive[:, None] & alive[None, :]
 
         def view(sight: jax.Array, team: str) -> jax.Array:
@@ -269,10 +301,10 @@ class SmaxEnv:
             blocks = pair_features * visible[..., None].astype(jnp.float32)
             if team == "ally":  # allies list the other units ascending
                 rows = drop_diagonal(blocks)[:n_allies]
-                own_rows = own[:n_allies]
+                own_rows = ally_own
             else:  # enemies list them descending: flip both unit axes, then enemy rows
                 rows = drop_diagonal(blocks[::-1, ::-1])[: n - n_allies][::-1]
-                own_rows = own[n_allies:]
+                own_rows = smax_own[n_allies:]
             return jnp.concatenate([rows.reshape(rows.shape[0], -1), own_rows], axis=-1)
 
         return {
@@ -280,6 +312,19 @@ class SmaxEnv:
             "full_obs": view(self._sight_per_unit(state, self.expert_sight_range), "ally"),
             "enemy_obs": view(type_sight, "enemy"),
         }
+
+    def _move_flags(self, state: SMAXState) -> jax.Array:
+        """SMAC's move-feasibility flags of the allies: [n_agents, 4] float32 (north, east,
+        south, west): 1 where one env step of that move at the unit's speed keeps it strictly
+        inside the map (a unit that touches the edge dies in SMAX)."""
+        inner = self.inner
+        allies = slice(0, self.n_agents)
+        speed = inner.unit_type_velocities[state.unit_types[allies]] * self.step_distance
+        directions = jnp.asarray(MOVE_DIRECTIONS, jnp.float32)  # [4, 2]
+        ahead = state.unit_positions[allies, None, :] + speed[:, None, None] * directions
+        size = jnp.array([inner.map_width, inner.map_height], jnp.float32)
+        inside = jnp.all((ahead > 0.0) & (ahead < size), axis=-1)  # [n_agents, 4]
+        return inside.astype(jnp.float32)
 
     def _avail(self, state: SMAXState, distances: jax.Array) -> jax.Array:
         """Available actions of the allies: [n_agents, n_actions] bool."""

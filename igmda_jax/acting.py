@@ -46,11 +46,7 @@ def make_networks(config: Config, info) -> Networks:
         if config.uses_expert
         else None
     )
-    flags = dict(
-        use_last_action=config.obs_last_action,
-        use_agent_id=config.obs_agent_id,
-        use_avail=config.obs_avail,
-    )
+    flags = dict(use_last_action=config.obs_last_action, use_agent_id=config.obs_agent_id)
     agent_obs_dim = info.expert_dim if config.uses_expert else info.obs_dim
     mixer = make_mixer(
         config.mixer,
@@ -70,17 +66,24 @@ def make_networks(config: Config, info) -> Networks:
         quantile=quantile,
         n_agents=info.n_agents,
         n_actions=info.n_actions,
-        agent_input_dim=agent_input_dim(agent_obs_dim, info.n_agents, info.n_actions, **flags),
-        learner_input_dim=agent_input_dim(info.obs_dim, info.n_agents, info.n_actions, **flags),
+        agent_input_dim=agent_input_dim(
+            agent_obs_dim, info.n_agents, info.n_actions, use_avail=config.agent_obs_avail, **flags
+        ),
+        learner_input_dim=agent_input_dim(
+            info.obs_dim, info.n_agents, info.n_actions, use_avail=config.obs_avail, **flags
+        ),
         state_dim=info.state_dim,
     )
 
 
 def build_inputs(
-    config: Config, obs: jax.Array, last_action: jax.Array, avail: jax.Array
+    config: Config, obs: jax.Array, last_action: jax.Array, avail: jax.Array, *, network: str
 ) -> jax.Array:
-    """Agent inputs from the config's flags. obs: [..., n, d]; last_action: [..., n] int
-    (-1 = none); avail: [..., n, A] -> [..., n, in]."""
+    """Inputs of ``network`` ("agent": the plain agent or the -da/-bc expert; "learner") from
+    the config's flags. obs: [..., n, d]; last_action: [..., n] int (-1 = none);
+    avail: [..., n, A] -> [..., n, in]."""
+    if network not in ("agent", "learner"):
+        raise ValueError(f"network must be 'agent' or 'learner', got {network!r}")
     return agent_inputs(
         obs,
         last_action,
@@ -88,7 +91,7 @@ def build_inputs(
         obs.shape[-2],
         use_last_action=config.obs_last_action,
         use_agent_id=config.obs_agent_id,
-        use_avail=config.obs_avail,
+        use_avail=config.agent_obs_avail if network == "agent" else config.obs_avail,
     )
 
 

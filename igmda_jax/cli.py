@@ -119,6 +119,7 @@ def parse_train_args(argv: list[str]) -> TrainRequest:
     head.add_argument("--out", default=None)
     head.add_argument("--resume", default=None)
     head.add_argument("--no-progress", action="store_true")
+    head.add_argument("--alg", default=None)  # read first: the mixer has defaults of its own
     known, rest = head.parse_known_args(argv)
     if known.preset not in PRESETS:
         raise SystemExit(f"unknown preset {known.preset!r}; valid: {', '.join(PRESETS)}")
@@ -131,8 +132,14 @@ def parse_train_args(argv: list[str]) -> TrainRequest:
         except ConfigError as error:
             raise SystemExit(f"igmda train: cannot resume {known.resume}: {error}") from None
         out_dir = known.resume
+        if known.alg is not None:  # a changed alg is refused by the resume check, naming it
+            rest = ["--alg", known.alg, *rest]
     else:
-        default = make_config(known.preset, **MAIN_JOB)
+        chosen = {} if known.alg is None else {"alg": known.alg}
+        try:
+            default = make_config(known.preset, **{**MAIN_JOB, **chosen})
+        except ConfigError as error:
+            raise SystemExit(f"igmda train: {error}") from None
         out_dir = known.out
     config = tyro.cli(
         Config,

@@ -19,6 +19,7 @@ VARIANTS = ("", "-da", "-bc")
 ALGORITHMS = tuple(m + v for m in MIXERS for v in VARIANTS)
 PRESETS = ("smax", "finetuned", "authors")
 REWARDS = ("smac", "smax", "smac_no_kill")  # envs.smax.REWARDS, without importing JaxMARL here
+OWN_FEATURES = ("smac", "smax")  # envs.smax.OWN_FEATURES
 
 
 class ConfigError(ValueError):
@@ -48,6 +49,17 @@ class Config:
     scaled to at most 20 per episode; the paper's); smax = JaxMARL's (damage fraction + 1 on
     a win); smac_no_kill = SMAC's without the kill bonus (an ablation). Other environments
     (toy games) have their own reward and ignore this field."""
+    own_features: Literal["smac", "smax"] = "smac"
+    """SMAX maps' own-feature block of the agents' observations (obs and the expert's
+    full_obs): smac = SMAC's (health, unit type, 4 move-feasibility flags: a blind agent does not
+    know where it stands; the paper's setting); smax = JaxMARL's (health, absolute x/y, weapon
+    cooldown, unit type). The global state keeps positions either way."""
+    state_last_action: bool = False
+    """Append the allies' last actions (one-hot) to the mixer's global state (SMAX maps; SMAC's
+    and the authors' setting, on in the authors preset)."""
+    timeout_bootstrap: bool = True
+    """A time-limit ending bootstraps from the final observation (True), or counts as terminal
+    as in PyMARL with SMAC's continuing_episode=False (False: the authors preset)."""
     preset: str = "smax"
     """Hyperparameter preset the run started from (smax, finetuned, authors); set by --preset."""
     # budget and seeds
@@ -80,7 +92,9 @@ class Config:
     gamma: float = 0.99
     """Discount."""
     td_lambda: float = 0.6
-    """TD(lambda) targets; 0 gives 1-step targets."""
+    """TD(lambda) targets; 0 gives 1-step targets. make_config (and so igmda train) gives DMIX
+    0 unless asked (MIXER_DEFAULTS: per-quantile-sample lambda returns narrow the return
+    distribution)."""
     double_q: bool = True
     """Double Q: the online network picks the next action, the target network values it."""
     target_update_episodes: int = 200
@@ -116,7 +130,11 @@ class Config:
     obs_agent_id: bool = True
     """Feed each agent its id (one-hot)."""
     obs_avail: bool = True
-    """Feed each agent its available-actions mask (as the authors' code does)."""
+    """Feed the agent (plain algorithms) and the -da/-bc learner its available-actions mask (as
+    the authors' code does)."""
+    expert_obs_avail: bool = False
+    """Feed the -da/-bc expert the available-actions mask too (the authors' expert input is
+    expert observation + last action + agent id, without it)."""
     # IGM-DA / BC
     imitation_loss: Literal["mse", "ce"] = "mse"
     """Learner loss: MSE to the expert's greedy one-hot (paper, Prop. 5) or cross-entropy."""
@@ -176,6 +194,12 @@ class Config:
         return self.variant in ("da", "bc")
 
     @property
+    def agent_obs_avail(self) -> bool:
+        """Whether the ``agent`` network (the plain agent, or the -da/-bc expert) gets the
+        available-actions mask as input."""
+        return self.expert_obs_avail if self.uses_expert else self.obs_avail
+
+    @property
     def target_action_from(self) -> str:
         """Which network picks the double-Q next action: 'learner' for -da, else 'expert'."""
         if self.expert_target_action != "auto":
@@ -210,6 +234,10 @@ class Config:
             raise ConfigError(f"optimizer must be rmsprop or adam, got {self.optimizer!r}")
         if self.reward not in REWARDS:
             raise ConfigError(f"reward must be one of {', '.join(REWARDS)}; got {self.reward!r}")
+        if self.own_features not in OWN_FEATURES:
+            raise ConfigError(
+                f"own_features must be one of {', '.join(OWN_FEATURES)}; got {self.own_features!r}"
+            )
         if self.imitation_loss not in ("mse", "ce"):
             raise ConfigError(f"imitation_loss must be mse or ce, got {self.imitation_loss!r}")
         if self.expert_target_action not in ("auto", "learner", "expert"):
@@ -242,6 +270,9 @@ AUTHORS = dict(
     target_update_episodes=200,
     qplex_heads=10,
     qplex_adv_hypernet_layers=3,
+    # sc2_sight0.yaml + PyMARL: last actions in the state, time-outs stored as terminal
+    state_last_action=True,
+    timeout_bootstrap=False,
 )
 # pymarl2's fine-tuned QMIX: Adam 1e-3, TD(lambda=0.6), batch 128, 8 parallel envs.
 FINETUNED = dict(
@@ -274,15 +305,29 @@ PRESET_VALUES: dict[str, dict[str, Any]] = {
 MAIN_JOB: dict[str, Any] = {"alg": "qmix-da", "map": "3m", "sight_range": 0.0, "t_max": 400_000}
 
 
+# Per-mixer defaults, applied over every preset (an explicit override still wins). DMIX's
+# TD(lambda) would run the lambda recursion per quantile sample, with the quantile fractions
+# drawn anew at every step: a convex combination of independent samples, which keeps the mean
+# of the return distribution but narrows it. DMIX (DFAC) and the authors use 1-step targets.
+MIXER_DEFAULTS: dict[str, dict[str, Any]] = {"dmix": {"td_lambda": 0.0}}
+
+
 def make_config(preset: str = "smax", **overrides: Any) -> Config:
-    """A validated Config: the preset's values, then ``overrides`` (field names of Config)."""
+    """A validated Config: the preset's values, the mixer's (``MIXER_DEFAULTS``), then
+    ``overrides`` (field names of Config)."""
     if preset not in PRESET_VALUES:
         raise ConfigError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
     fields = {f.name for f in dataclasses.fields(Config)}
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise ConfigError(f"unknown config field(s) {unknown}; valid fields: {sorted(fields)}")
-    values = {**PRESET_VALUES[preset], "preset": preset, **overrides}
+    mixer = str(overrides.get("alg", Config.alg)).split("-")[0]
+    values = {
+        **PRESET_VALUES[preset],
+        **MIXER_DEFAULTS.get(mixer, {}),
+        "preset": preset,
+        **overrides,
+    }
     return Config(**values).validate()
 
 
@@ -290,7 +335,13 @@ def make_config(preset: str = "smax", **overrides: Any) -> Config:
 # written before it existed and ran with the value here, not with today's default.
 # reward: added defaulting to "smax" (JaxMARL's); "smac" since SMAC's reward was found to
 # learn 5m_vs_6m (README, "Benchmarks").
-FORMER_DEFAULTS: dict[str, Any] = {"reward": "smax"}
+# own_features (added defaulting to "smac"): runs saved before it saw JaxMARL's own block;
+# expert_obs_avail (added defaulting to False): earlier -da/-bc experts got the mask.
+FORMER_DEFAULTS: dict[str, Any] = {
+    "reward": "smax",
+    "own_features": "smax",
+    "expert_obs_avail": True,
+}
 
 
 def with_defaults(saved: Mapping[str, Any]) -> dict[str, Any]:

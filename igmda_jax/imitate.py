@@ -53,7 +53,7 @@ from igmda_jax.imitation_report import (
     write_summary_csv,
 )
 from igmda_jax.learner import make_optimizer
-from igmda_jax.run import RESUMABLE_FIELDS, Compiled, compile_trainer, run, seed_keys
+from igmda_jax.run import RESUMABLE_FIELDS, Compiled, compile_trainer, env_options, run, seed_keys
 from igmda_jax.train import TrainState
 
 
@@ -72,6 +72,8 @@ EXPERT_FIXED_FIELDS = (
     "obs_last_action",
     "obs_agent_id",
     "obs_avail",
+    "own_features",
+    "state_last_action",
 )
 # Learner seeds' PRNG keys are the expert run's seed keys folded with this (independent streams).
 IMITATION_SALT = 0x1A17A7E
@@ -215,8 +217,14 @@ def imitation_config(
             f"alg={alg!r}: the expert is a {base.mixer} run ({base.alg}); the learners train as "
             f"{base.mixer}-da (DAgger, default) or {base.mixer}-bc (behaviour cloning)"
         )
+    if overrides.get("expert_obs_avail", base.agent_obs_avail) != base.agent_obs_avail:
+        raise ImitationError(
+            f"expert_obs_avail={overrides['expert_obs_avail']!r}: the frozen expert network was "
+            f"trained {'with' if base.agent_obs_avail else 'without'} the available-actions mask"
+        )
     values = {
         **base.to_dict(),
+        "expert_obs_avail": base.agent_obs_avail,  # the expert network's own input
         "alg": alg,
         "sight_range": sight_range,
         "expert_view": expert.expert_view,
@@ -238,9 +246,7 @@ def imitation_config(
 
 def imitation_env(config: Config, expert: Expert) -> envs.Environment:
     """The DA environment: learners at ``config.sight_range``, the expert's view for the expert."""
-    options: dict[str, Any] = {"sight_range": config.sight_range, "expert_view": config.expert_view}
-    if config.episode_limit is not None:
-        options["episode_limit"] = config.episode_limit
+    options = env_options(config)
     expert_sight = expert.view_sight_range
     if expert_sight is not None:
         options["expert_sight_range"] = expert_sight

@@ -51,8 +51,10 @@ def _value_rollout(trainer: Trainer, n_episodes: int):
         def step(carry, step_key):
             timestep, env_state, hidden, last = carry
             agent_key, learner_key, env_key = jax.random.split(step_key, 3)
-            expert_in = build_inputs(config, timestep.expert_obs, last, timestep.avail)
-            learner_in = build_inputs(config, timestep.obs, last, timestep.avail)
+            expert_in = build_inputs(
+                config, timestep.expert_obs, last, timestep.avail, network="agent"
+            )
+            learner_in = build_inputs(config, timestep.obs, last, timestep.avail, network="learner")
             h_agent, expert_q = q_step(
                 nets.agent,
                 params["agent"],

@@ -10,6 +10,14 @@ actions to the one-hot of the expert's greedy action (MSE, Prop. 5) or uses them
 moves the expert or the mixer and the TD loss never moves the learner. One optimizer updates
 all parameters with the summed loss ``td_weight * TD + imitation_weight * imitation`` (as the
 authors do, both weights 1); ``td_weight = 0`` freezes the expert and mixer (``igmda imitate``).
+
+DMIX regresses N sampled quantiles of Z_tot to N' target quantile samples (quantile Huber).
+With ``td_lambda > 0`` the lambda recursion runs per target sample j, mixing sample j of
+Z_tot(t+1), Z_tot(t+2), ... whose fractions are drawn independently at every step: the targets'
+mean is the lambda-return's, but a convex combination of independent samples is narrower than
+the mixture of n-step return distributions that a distributional lambda-return is. So
+``make_config`` gives DMIX 1-step targets (``td_lambda = 0``, as DFAC and the authors) unless
+``td_lambda`` is set explicitly.
 """
 
 from __future__ import annotations
@@ -90,7 +98,7 @@ def loss_fn(
     t1, b = avail.shape[:2]
     previous = jnp.concatenate([jnp.full_like(actions[:1], -1), actions], axis=0)  # [T+1, B, n]
     agent_obs = seen.expert_obs if nets.learner is not None else seen.obs
-    agent_inputs = build_inputs(config, agent_obs, previous, avail)
+    agent_inputs = build_inputs(config, agent_obs, previous, avail, network="agent")
     quantile = isinstance(nets.agent, IQNAgent)
     online_key, target_key, learner_key = jax.random.split(key, 3)
     drawn_steps = t1 if tau_steps is None else tau_steps
@@ -109,7 +117,7 @@ def loss_fn(
 
     learner_out = None
     if nets.learner is not None:
-        learner_inputs = build_inputs(config, seen.obs, previous, avail)
+        learner_inputs = build_inputs(config, seen.obs, previous, avail, network="learner")
         learner_taus = fractions(learner_key, config.n_quantiles) if quantile else None
         learner_out = _unroll_q(
             nets.learner, params["learner"], learner_inputs, learner_taus, config.hidden_dim

@@ -44,10 +44,14 @@ def masked_greedy_actions(q: jax.Array, avail: jax.Array) -> jax.Array:
 def masked_max(q: jax.Array, avail: jax.Array) -> jax.Array:
     """Max over available actions only. q, avail: [..., n_actions] -> [...]
 
-    A row with no available action gives -inf; environments always offer at least one.
+    A row with no available action (padding of a host-assembled batch; environments always
+    offer one) gives 0, not -inf, so that nothing non-finite flows into a mixer, a loss or a
+    gradient through it.
     """
     chex.assert_equal_shape([q, avail])
-    return jnp.max(jnp.where(avail.astype(bool), q, -jnp.inf), axis=-1)
+    avail = avail.astype(bool)
+    best = jnp.max(jnp.where(avail, q, -jnp.inf), axis=-1)
+    return jnp.where(jnp.any(avail, axis=-1), best, 0.0)
 
 
 def select_action_values(q: jax.Array, actions: jax.Array) -> jax.Array:
@@ -163,9 +167,13 @@ def td_lambda_targets(
 
 
 def _masked_mean(values: jax.Array, weights: jax.Array) -> jax.Array:
-    """sum(w * x) / max(sum(w), 1) over all elements (weights broadcast to values)."""
+    """sum(w * x) / max(sum(w), 1) over all elements (weights broadcast to values).
+
+    Elements of weight 0 are dropped with ``jnp.where``, not multiplied by 0, so a masked-out
+    NaN or inf (padding) never turns the mean into NaN."""
     weights = jnp.broadcast_to(weights.astype(values.dtype), values.shape)
-    return jnp.sum(weights * values) / jnp.maximum(jnp.sum(weights), 1.0)
+    kept = jnp.where(weights != 0, weights * values, 0.0)
+    return jnp.sum(kept) / jnp.maximum(jnp.sum(weights), 1.0)
 
 
 def masked_td_loss(q_tot_chosen: jax.Array, targets: jax.Array, mask: jax.Array) -> jax.Array:

@@ -11,7 +11,8 @@ Episode layout (batch-major, what the replay stores), for E episodes of at most 
     filled     [E, T]           transition t is real (not padding after the episode ended)
 
 A time-limit ending has ``terminated = False`` on its last transition, so targets bootstrap
-from the final observation. Environments are absorbing after ``done`` (envs/spec.py), so the
+from the final observation (``Config.timeout_bootstrap``; off, it is stored as terminal, as
+PyMARL does with SMAC's ``continuing_episode=False``). Environments are absorbing after ``done`` (envs/spec.py), so the
 loop stops when every episode has ended (at most T = episode_limit steps); padding
 follows from ``done``.
 """
@@ -91,7 +92,9 @@ def collect(
         new_hidden, extras = {}, {}
         if run_agent:
             agent_obs = timestep.expert_obs if nets.learner is not None else timestep.obs
-            agent_inputs = build_inputs(config, agent_obs, last_actions, timestep.avail)
+            agent_inputs = build_inputs(
+                config, agent_obs, last_actions, timestep.avail, network="agent"
+            )
             new_hidden["agent"], agent_q = q_step(
                 nets.agent,
                 params["agent"],
@@ -101,7 +104,9 @@ def collect(
                 config.n_act_quantiles,
             )
         if run_learner:
-            learner_inputs = build_inputs(config, timestep.obs, last_actions, timestep.avail)
+            learner_inputs = build_inputs(
+                config, timestep.obs, last_actions, timestep.avail, network="learner"
+            )
             new_hidden["learner"], learner_q = q_step(
                 nets.learner,
                 params["learner"],
@@ -127,7 +132,10 @@ def collect(
             "record": record,
             "action": actions,
             "reward": next_timestep.reward,
-            "terminated": next_timestep.terminated,
+            # a time-limit ending bootstraps unless config.timeout_bootstrap is off (PyMARL)
+            "terminated": next_timestep.terminated
+            if config.timeout_bootstrap
+            else next_timestep.done,
             "filled": ~timestep.done,
             **extras,
         }

@@ -5,6 +5,7 @@ Run folder layout (``igmda train --out DIR``)::
     DIR/config.json      resolved Config (the run's identity; a resume must match it)
     DIR/metrics.jsonl    one row per evaluation per seed (t_env, win rate, return, loss, ...)
     DIR/checkpoints/     orbax checkpoints of the whole TrainState (last N kept)
+    DIR/provenance.json  the code (git commit, versions) the run started and each resume ran
 
 Everything random lives in the TrainState's keys and evaluation keys are derived from the
 seed and the evaluation index, so a resumed run writes the same metrics as an uninterrupted
@@ -62,14 +63,23 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-def make_env(config: Config) -> envs.Environment:
-    """The run's environment, built from the config."""
+def env_options(config: Config) -> dict[str, Any]:
+    """``envs.make`` options of the config's environment: sight, expert view, episode limit,
+    and for SMAX maps the reward, own features and last actions in the state (other
+    environments, the toy games, have their own)."""
     options: dict[str, Any] = {"sight_range": config.sight_range, "expert_view": config.expert_view}
     if config.episode_limit is not None:
         options["episode_limit"] = config.episode_limit
-    if config.map in SMAX_MAPS:  # other environments have their own reward
+    if config.map in SMAX_MAPS:
         options["reward"] = config.reward
-    return envs.make(config.map, **options)
+        options["own_features"] = config.own_features
+        options["state_last_action"] = config.state_last_action
+    return options
+
+
+def make_env(config: Config) -> envs.Environment:
+    """The run's environment, built from the config."""
+    return envs.make(config.map, **env_options(config))
 
 
 @dataclasses.dataclass
@@ -242,6 +252,61 @@ class TensorBoardLog:
         self.writer.close()
 
 
+def code_version() -> dict[str, Any]:
+    """The code a run executes: the git commit of the igmda-jax checkout (None when installed
+    without one), whether it had uncommitted changes, and the igmda-jax and JAX versions."""
+    import importlib.metadata
+    import subprocess
+
+    import igmda_jax
+
+    source = Path(igmda_jax.__file__).resolve().parent.parent
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", "-C", str(source), *args], capture_output=True, text=True, timeout=10
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {
+        "commit": commit,
+        "dirty": bool(status),
+        "igmda_jax": importlib.metadata.version("igmda-jax"),
+        "jax": jax.__version__,
+    }
+
+
+def record_provenance(out: Path, resume: bool) -> str | None:
+    """Write ``out/provenance.json`` (the code a run started with, and each resume's) and
+    return a warning when a resume runs other code than the run started with."""
+    path = out / "provenance.json"
+    now = {**code_version(), "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    if not resume or not path.exists():
+        path.write_text(json.dumps({"started": now, "resumed": []}, indent=1))
+        return None
+    record = json.loads(path.read_text())
+    record["resumed"].append(now)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    tmp.replace(path)
+    started = record["started"]
+    if (started["commit"], started["dirty"]) == (now["commit"], now["dirty"]):
+        return None
+
+    def name(v: dict[str, Any]) -> str:
+        return f"{v['commit'] or 'unknown'}{' (uncommitted changes)' if v['dirty'] else ''}"
+
+    return (
+        f"warning: {out} started under commit {name(started)} and resumes under "
+        f"{name(now)}; if the numeric path changed, its curve mixes two versions"
+    )
+
+
 def _read_rows(path: Path, keep_below_eval: int) -> list[str]:
     if not path.exists():
         return []
@@ -278,6 +343,9 @@ def run(
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it")
     out.mkdir(parents=True, exist_ok=True)
     config_path.write_text(json.dumps(config.to_dict(), indent=1))
+    warning = record_provenance(out, resume)
+    if warning is not None:
+        print(warning, file=sys.stderr, flush=True)
 
     compiled = compile_trainer(config, env)
     used = len(compiled.sharding.device_set)
