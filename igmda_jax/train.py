@@ -128,7 +128,7 @@ def make_train(config: Config, env: Environment, seed_axis: str | None = None) -
             example_key,
         )
         one_episode = jax.tree.map(lambda s: jnp.zeros(s.shape[1:], s.dtype), example)
-        return TrainState(
+        state = TrainState(
             params=params,
             target_params={"agent": params["agent"], "mixer": params["mixer"]},
             opt_state=optimizer.init(params),
@@ -139,6 +139,9 @@ def make_train(config: Config, env: Environment, seed_axis: str | None = None) -
             updates=jnp.int32(0),
             last_target_sync=jnp.int32(0),
         )
+        # flashbax starts some counters weakly typed (current_index); train_chunk returns them
+        # strongly typed, and a jitted function given both would compile twice (tested)
+        return jax.tree.map(lambda x: jnp.asarray(x, dtype=x.dtype), state)
 
     def one_update(params, target_params, opt_state, replay, key: jax.Array):
         sample_key, loss_key = jax.random.split(key)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -20,7 +21,14 @@ from igmda_jax.checkpoint import CheckpointMismatchError
 from igmda_jax.cli import parse_train_args
 from igmda_jax.config import MAIN_JOB, REWARDS, ConfigError, make_config
 from igmda_jax.evaluate import evaluate_run
-from igmda_jax.run import TrainingDiverged, compile_trainer, make_env, run, seed_keys
+from igmda_jax.run import (
+    TrainingDiverged,
+    compile_trainer,
+    evaluation_keys,
+    make_env,
+    run,
+    seed_keys,
+)
 from igmda_jax.train import make_train
 
 # A small 3m configuration that compiles and runs in seconds.
@@ -264,3 +272,21 @@ def test_train_defaults_are_the_main_job() -> None:
     other = parse_train_args(["--alg", "vdn", "--sight-range", "3", "--out", "x", "--t-max", "2e6"])
     assert (other.config.alg, other.config.sight_range, other.config.t_max) == ("vdn", 3.0, 2e6)
     assert other.out_dir == "x"
+
+
+def test_no_recompilation_after_the_first_chunk(caplog) -> None:
+    """Training and evaluation compile once per run: the state init returns and the state a
+    chunk returns have the same types (a weakly typed replay counter once compiled evaluation
+    twice, costing a second compile of every actor's evaluation)."""
+    config = make_config(alg="vdn", seeds=3, **SMALL)  # padded to 4 over 2 devices
+    compiled = compile_trainer(config)
+    state = compiled.init(seed_keys(config))
+    compiled.evaluate(state, evaluation_keys(config, 0))
+    state, _ = compiled.train_chunk(state)
+    caplog.clear()
+    with jax.log_compiles(True), caplog.at_level(logging.DEBUG):
+        for index in (1, 2):
+            compiled.evaluate(state, evaluation_keys(config, index))
+            state, _ = compiled.train_chunk(state)
+    compiles = [r.getMessage() for r in caplog.records if "Compiling" in r.getMessage()]
+    assert compiles == []
