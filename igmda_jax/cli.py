@@ -267,6 +267,16 @@ def imitate_command(argv: list[str]) -> None:
     print(f"summary: {Path(out_dir) / 'summary.json'} (csv beside it), values.png, curves.png")
 
 
+def sweep_command(argv: list[str]) -> None:
+    """igmda sweep FILE.yaml [--jobs N] [--dry-run] [--runs-dir D] [--results-dir D]
+    [--only CELL_GLOB]: a resumable grid of runs (igmda_jax/sweep.py); a bad file exits 2."""
+    from igmda_jax.sweep_cli import main as sweep_main
+
+    code = sweep_main(argv)
+    if code:
+        raise SystemExit(code)
+
+
 def eval_command(
     run_dir: tyro.conf.Positional[str],
     episodes: int | None = None,
@@ -287,6 +297,16 @@ def eval_command(
     )
 
 
+def report_command(argv: list[str]) -> None:
+    """igmda report DIR [DIR ...] --out OUTDIR [--reps N] [--title T]: Table 1 and Fig. 4 with
+    bootstrap intervals from run folders (igmda_jax/report.py); bad input exits 2."""
+    from igmda_jax.report import main as report_main
+
+    code = report_main(argv)
+    if code:
+        raise SystemExit(code)
+
+
 COMMANDS = {
     "envs": envs_command,
     "random": random_command,
@@ -297,16 +317,29 @@ COMMANDS = {
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``igmda`` console script."""
     args = sys.argv[1:] if argv is None else argv
+    if args and args[0] == "sweep":
+        sweep_command(args[1:])
+        return
     if args and args[0] == "train":
         train_command(args[1:])
         return
     if args and args[0] == "imitate":
         imitate_command(args[1:])
         return
+    if args and args[0] == "report":
+        report_command(args[1:])
+        return
     if args and args[0] in ("-h", "--help"):
         print(
-            "igmda {train,imitate,eval,envs,random} ...; `igmda train --help` for training "
-            "options, `igmda imitate --help` for imitation of a frozen expert"
+            "igmda {train,imitate,eval,sweep,report,envs,random} ...; "
+            "`igmda COMMAND --help` for its options\n"
+            "  train    train one run: a preset, an algorithm, a map, seeds and a budget\n"
+            "  imitate  imitation of a frozen expert at several sight ranges\n"
+            "  eval     greedy win rate of a saved run, per seed and aggregated\n"
+            "  sweep    a resumable grid of train runs from a YAML file (--dry-run: its cost)\n"
+            "  report   Table 1 and Fig. 4 with bootstrap intervals from run folders\n"
+            "  envs     every map: agents, enemies, actions, observation sizes, limits\n"
+            "  random   a random policy's win/loss/timeout rates, return and env steps/s"
         )
     tyro.extras.subcommand_cli_from_dict(COMMANDS, args=args)
 
