@@ -13,7 +13,7 @@ import envs
 from igmda_jax.config import make_config
 from igmda_jax.learner import longest_episode, make_optimizer, update, window_lengths
 from igmda_jax.rollout import collect
-from igmda_jax.run import SEED_AXIS, compile_trainer, seed_keys
+from igmda_jax.run import SEED_AXIS, compile_trainer, make_env, seed_keys
 from igmda_jax.train import make_train
 
 TINY = dict(n_envs=4, batch_size=4, buffer_size=16, hidden_dim=8, mixer_embed=4, hypernet_embed=8)
@@ -29,8 +29,8 @@ def test_window_lengths() -> None:
 
 def random_batch(alg: str, seed: int):
     """Four random-policy 3m episodes (about 20 of 60 steps each) and a trainer state."""
-    env = envs.make("3m", sight_range=0.0)
     config = make_config("smax", alg=alg, map="3m", sight_range=0.0, **TINY)
+    env = make_env(config)
     trainer = make_train(config, env)
     state = jax.jit(trainer.init)(jax.random.PRNGKey(seed))
     batch, _ = collect(
@@ -125,6 +125,6 @@ def test_window_switch_stays_a_branch_under_the_seed_vmap() -> None:
     branch_counts = sorted(len(eqn.params["branches"]) for eqn in conds(jaxpr))
     assert branch_counts.count(4) == 1, branch_counts
     # without the seed axis name the window index is per seed: the switch is gone
-    unnamed = make_train(config, envs.make("3m"))
+    unnamed = make_train(config, make_env(config))
     jaxpr = jax.make_jaxpr(jax.vmap(unnamed.train_chunk))(state).jaxpr
     assert 4 not in [len(eqn.params["branches"]) for eqn in conds(jaxpr)]
