@@ -307,8 +307,13 @@ class SmaxEnv:
                 own_rows = smax_own[n_allies:]
             return jnp.concatenate([rows.reshape(rows.shape[0], -1), own_rows], axis=-1)
 
+        if self.sight_range == 0.0:  # static: nothing is ever closer than 0, every block is 0
+            blind = jnp.zeros((n_allies, (n - 1) * pair_features.shape[-1]), jnp.float32)
+            obs = jnp.concatenate([blind, ally_own], axis=-1)
+        else:
+            obs = view(self._sight_per_unit(state, self.sight_range), "ally")
         return {
-            "obs": view(self._sight_per_unit(state, self.sight_range), "ally"),
+            "obs": obs,
             "full_obs": view(self._sight_per_unit(state, self.expert_sight_range), "ally"),
             "enemy_obs": view(type_sight, "enemy"),
         }

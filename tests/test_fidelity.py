@@ -243,3 +243,22 @@ def test_resume_under_other_code_warns_naming_both_commits(tmp_path) -> None:
     now = json.loads((tmp_path / "provenance.json").read_text())["resumed"][-1]["commit"]
     assert str(now) in warning
     assert len(json.loads((tmp_path / "provenance.json").read_text())["resumed"]) == 2
+
+
+@pytest.mark.parametrize("map_name", ["3m", "MMM2", "3s5z"])
+def test_sight_0_shortcut_equals_the_general_view(map_name: str) -> None:
+    """Sight 0 skips the unit-to-unit blocks (none can be visible); a tiny positive sight runs
+    the general path: the same observations along a random trajectory."""
+    blind = envs.make(map_name, sight_range=0.0, own_features="smac")
+    tiny = envs.make(map_name, sight_range=1e-9, own_features="smac")
+    step = jax.jit(blind.step)
+    timestep, state = blind.reset(jax.random.PRNGKey(5))
+    rng = np.random.default_rng(1)
+    for t in range(15):
+        record = blind.record(timestep, state)
+        seen, general = blind.observe(record), tiny.observe(record)
+        np.testing.assert_array_equal(seen.obs, general.obs)
+        np.testing.assert_array_equal(seen.expert_obs, general.expert_obs)
+        np.testing.assert_array_equal(seen.avail, general.avail)
+        actions = [rng.choice(np.flatnonzero(row)) for row in np.asarray(timestep.avail)]
+        timestep, state = step(jax.random.PRNGKey(t), state, jnp.asarray(actions))
