@@ -22,6 +22,18 @@ REWARDS = ("smac", "smax", "smac_no_kill")  # envs.smax.REWARDS, without importi
 OWN_FEATURES = ("smac", "smax")  # envs.smax.OWN_FEATURES
 
 
+# Fields a user may change when resuming a run (they do not change what has been computed).
+RESUMABLE_FIELDS = (
+    "t_max",
+    "test_interval",
+    "save_interval",
+    "keep_checkpoints",
+    "tensorboard",
+    "unroll_windows",
+    "seed_vmap",
+)
+
+
 class ConfigError(ValueError):
     """A configuration value is invalid; the message names the field and the valid choices."""
 

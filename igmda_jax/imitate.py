@@ -43,7 +43,14 @@ import numpy as np
 
 import envs
 from igmda_jax.checkpoint import CheckpointStore, check_compatible
-from igmda_jax.config import Config, ConfigError, config_from_dict, load_config, with_defaults
+from igmda_jax.config import (
+    RESUMABLE_FIELDS,
+    Config,
+    ConfigError,
+    config_from_dict,
+    load_config,
+    with_defaults,
+)
 from igmda_jax.imitation_report import (
     collect_values,
     plot_curves,
@@ -53,7 +60,7 @@ from igmda_jax.imitation_report import (
     write_summary_csv,
 )
 from igmda_jax.learner import make_optimizer
-from igmda_jax.run import RESUMABLE_FIELDS, Compiled, compile_trainer, env_options, run, seed_keys
+from igmda_jax.run import Compiled, compile_trainer, env_options, run, seed_keys
 from igmda_jax.train import TrainState
 
 

@@ -32,7 +32,7 @@ from tqdm import tqdm
 import envs
 from envs.smax_maps import MAPS as SMAX_MAPS
 from igmda_jax.checkpoint import CheckpointStore, check_compatible
-from igmda_jax.config import Config, with_defaults
+from igmda_jax.config import RESUMABLE_FIELDS, Config, with_defaults
 from igmda_jax.seed_layout import (
     DEVICE_AXIS,
     idle_devices_notice,
@@ -46,17 +46,6 @@ from igmda_jax.seed_layout import (
 from igmda_jax.train import Trainer, TrainState, make_train
 
 SEED_AXIS = "seed"  # name of the vmapped seed axis of train_chunk
-
-# Fields a user may change when resuming (they do not change what has been computed).
-RESUMABLE_FIELDS = (
-    "t_max",
-    "test_interval",
-    "save_interval",
-    "keep_checkpoints",
-    "tensorboard",
-    "unroll_windows",
-    "seed_vmap",
-)
 
 
 class TrainingDiverged(RuntimeError):

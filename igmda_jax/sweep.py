@@ -104,7 +104,6 @@ OWN_KEYS = {
     "seeds": "seeds",
     "t_max": "t_max",
 }
-# run.RESUMABLE_FIELDS (not imported: igmda_jax.run loads jax's backends; a test compares them)
 NAME = re.compile(r"^[A-Za-z0-9_.-]*$")
 
 

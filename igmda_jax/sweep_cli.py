@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from igmda_jax.config import RESUMABLE_FIELDS
 from igmda_jax.launchers import (
     Launcher,
     LocalLauncher,
@@ -32,7 +33,6 @@ from igmda_jax.launchers import (
 from igmda_jax.sweep import Cell, Sweep, SweepError, load_sweep
 from igmda_jax.sweep_plan import (
     COST_TABLE,
-    RESUMABLE_FIELDS,
     ProgressThread,
     cell_dirs,
     cell_state,

@@ -19,20 +19,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from igmda_jax.config import MAIN_JOB, make_config, with_defaults
+from igmda_jax.config import MAIN_JOB, RESUMABLE_FIELDS, make_config, with_defaults
 from igmda_jax.launchers import latest_t_env, next_step, read_metrics
 from igmda_jax.sweep import Cell, Sweep
 
-# run.RESUMABLE_FIELDS (not imported: igmda_jax.run loads jax's backends; a test compares them)
-RESUMABLE_FIELDS = (
-    "t_max",
-    "test_interval",
-    "save_interval",
-    "keep_checkpoints",
-    "tensorboard",
-    "unroll_windows",
-    "seed_vmap",
-)
 TABLE_TEST_EPISODES = 32  # test_nepisode of the runs experiments/table1_cost.py times
 COST_TABLE = "table1_cost.json"
 

@@ -19,7 +19,6 @@ from igmda_jax.launchers import checkpoint_steps, next_step, repair_after_kill
 from igmda_jax.sweep import SweepError, load_sweep, parse_sweep
 from igmda_jax.sweep_cli import flag_args, make_task, select_cells
 from igmda_jax.sweep_plan import (
-    RESUMABLE_FIELDS,
     CellState,
     cell_dirs,
     cell_hours,
@@ -217,12 +216,6 @@ def test_pilot_file_is_the_issue_grid() -> None:
     }
     assert {c.final_eval_episodes for c in sweep.cells} == {320}
     assert {c.config().sight_range for c in sweep.cells} == {0.0}
-
-
-def test_resumable_fields_are_run_py_s() -> None:
-    from igmda_jax.run import RESUMABLE_FIELDS as RUN_FIELDS
-
-    assert set(RESUMABLE_FIELDS) == set(RUN_FIELDS)
 
 
 def test_next_step_reads_the_run_folder(tmp_path: Path) -> None:
