@@ -19,8 +19,9 @@ from igmda_jax.acting import build_inputs, make_networks
 from igmda_jax.cli import parse_train_args
 from igmda_jax.config import config_from_dict, make_config
 from igmda_jax.mixers import make_mixer
+from igmda_jax.provenance import record_provenance
 from igmda_jax.rollout import collect
-from igmda_jax.run import make_env, record_provenance
+from igmda_jax.run import make_env
 from igmda_jax.train import make_train
 
 
