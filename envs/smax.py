@@ -207,6 +207,7 @@ class SmaxEnv:
         # SMAX's own block is 4 + n_types wide (health, x, y, cooldown, types); SMAC's is
         # 1 + n_types + 4 (health, types, move flags)
         own_width = {"smax": 4 + n_types, "smac": 5 + n_types}[own_features]
+        self.own_width = own_width
         self.obs_dim = self.inner.obs_size - (4 + n_types) + own_width
         # an env step's displacement per unit of speed: world steps x time per world step
         self.step_distance = self.inner.world_steps_per_env_step * self.inner.time_per_step
@@ -226,7 +227,14 @@ class SmaxEnv:
             episode_limit=self.episode_limit,
             sight_range=self.sight_range,
             expert_view=expert_view,
+            obs_live_features=self._obs_live_features(),
         )
+
+    def _obs_live_features(self) -> tuple[int, ...] | None:
+        """Sight 0: only the own block (the last features) is ever nonzero; else all."""
+        if self.sight_range != 0.0:
+            return None
+        return tuple(range(self.obs_dim - self.own_width, self.obs_dim))
 
     # ------------------------------------------------------------------ features
     def _sight_per_unit(self, state: SMAXState, override: float | None) -> jax.Array:

@@ -79,6 +79,10 @@ class EnvInfo:
     episode_limit: int
     sight_range: float | None = None
     expert_view: str = "full_obs"
+    obs_live_features: tuple[int, ...] | None = None
+    """Indices of the ``obs`` features that can ever be nonzero (None: all). At sight 0 the
+    other units' blocks are always zero; networks skip their input weights (an exact saving:
+    they only ever multiply zeros)."""
 
 
 class Environment(Protocol):

@@ -18,7 +18,13 @@ import jax.numpy as jnp
 from igmda_jax.config import Config
 from igmda_jax.losses import masked_greedy_actions
 from igmda_jax.mixers import make_mixer
-from igmda_jax.networks import IQNAgent, RNNAgent, agent_input_dim, agent_inputs
+from igmda_jax.networks import (
+    IQNAgent,
+    RNNAgent,
+    agent_input_dim,
+    agent_inputs,
+    live_input_features,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,14 +46,23 @@ def make_networks(config: Config, info) -> Networks:
     """Build the modules for ``config`` on an environment with EnvInfo ``info``."""
     quantile = config.mixer == "dmix"
     module = IQNAgent if quantile else RNNAgent
-    agent = module(n_actions=info.n_actions, hidden_dim=config.hidden_dim)
+    flags = dict(use_last_action=config.obs_last_action, use_agent_id=config.obs_agent_id)
+    agent_obs_dim = info.expert_dim if config.uses_expert else info.obs_dim
+    agent_dim = agent_input_dim(
+        agent_obs_dim, info.n_agents, info.n_actions, use_avail=config.agent_obs_avail, **flags
+    )
+    learner_dim = agent_input_dim(
+        info.obs_dim, info.n_agents, info.n_actions, use_avail=config.obs_avail, **flags
+    )
+    learner_live = live_input_features(info.obs_live_features, info.obs_dim, learner_dim)
+    # the -da/-bc expert sees expert_obs (all live); the plain agent sees obs
+    agent_live = None if config.uses_expert else learner_live
+    agent = module(n_actions=info.n_actions, hidden_dim=config.hidden_dim, live_inputs=agent_live)
     learner = (
-        module(n_actions=info.n_actions, hidden_dim=config.hidden_dim)
+        module(n_actions=info.n_actions, hidden_dim=config.hidden_dim, live_inputs=learner_live)
         if config.uses_expert
         else None
     )
-    flags = dict(use_last_action=config.obs_last_action, use_agent_id=config.obs_agent_id)
-    agent_obs_dim = info.expert_dim if config.uses_expert else info.obs_dim
     mixer = make_mixer(
         config.mixer,
         info.n_agents,
@@ -66,12 +81,8 @@ def make_networks(config: Config, info) -> Networks:
         quantile=quantile,
         n_agents=info.n_agents,
         n_actions=info.n_actions,
-        agent_input_dim=agent_input_dim(
-            agent_obs_dim, info.n_agents, info.n_actions, use_avail=config.agent_obs_avail, **flags
-        ),
-        learner_input_dim=agent_input_dim(
-            info.obs_dim, info.n_agents, info.n_actions, use_avail=config.obs_avail, **flags
-        ),
+        agent_input_dim=agent_dim,
+        learner_input_dim=learner_dim,
         state_dim=info.state_dim,
     )
 

@@ -255,9 +255,15 @@ def test_sight_0_shortcut_equals_the_general_view(map_name: str) -> None:
     step = jax.jit(blind.step)
     timestep, state = blind.reset(jax.random.PRNGKey(5))
     rng = np.random.default_rng(1)
+    # the features the networks skip at sight 0 (EnvInfo.obs_live_features): all but the own
+    # block, and always zero on the general path too
+    live = blind.info.obs_live_features
+    assert tiny.info.obs_live_features is None and live[-1] == blind.info.obs_dim - 1
+    dead = np.setdiff1d(np.arange(blind.info.obs_dim), live)
     for t in range(15):
         record = blind.record(timestep, state)
         seen, general = blind.observe(record), tiny.observe(record)
+        np.testing.assert_array_equal(np.asarray(general.obs)[:, dead], 0.0)
         np.testing.assert_array_equal(seen.obs, general.obs)
         np.testing.assert_array_equal(seen.expert_obs, general.expert_obs)
         np.testing.assert_array_equal(seen.avail, general.avail)

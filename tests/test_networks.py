@@ -258,3 +258,31 @@ def test_iqn_unroll_matches_step_loop_with_resets(iqn):
         hidden = np.where(resets[t][:, None, None], 0.0, hidden)
         hidden, z_t = step(params, hidden, x[t], taus[t])
         np.testing.assert_allclose(z[t], z_t, rtol=1e-5, atol=1e-6)
+
+
+def test_live_inputs_keep_dense_parameters_and_outputs() -> None:
+    """An agent told which inputs can be nonzero has nn.Dense's parameters (same init) and the
+    same outputs on inputs that are zero elsewhere; the dead kernel rows get zero gradient."""
+    inputs = _random_inputs(7, (B,))
+    live = (1, 2, 3, *range(OBS_DIM, IN_DIM))  # a run of obs features, then the rest
+    scattered = (0, 2, *range(OBS_DIM, IN_DIM))  # not one run: the gather path
+    full_agent = RNNAgent(n_actions=N_ACTIONS, hidden_dim=HIDDEN)
+    hidden = jnp.zeros((B, N_AGENTS, HIDDEN))
+    full_params = full_agent.init(jax.random.PRNGKey(3), hidden, inputs)
+    for columns in (live, scattered):
+        zeroed = np.zeros_like(inputs)
+        zeroed[..., columns] = inputs[..., columns]
+        agent = RNNAgent(n_actions=N_ACTIONS, hidden_dim=HIDDEN, live_inputs=columns)
+        params = agent.init(jax.random.PRNGKey(3), hidden, inputs)
+        jax.tree.map(np.testing.assert_array_equal, params, full_params)
+        np.testing.assert_allclose(
+            agent.apply(params, hidden, zeroed)[1],
+            full_agent.apply(full_params, hidden, zeroed)[1],
+            rtol=1e-6,
+            atol=1e-6,
+        )
+        grads = jax.grad(lambda p, a=agent, x=zeroed: a.apply(p, hidden, x)[1].sum())(params)
+        kernel_grad = np.asarray(grads["params"]["trunk"]["fc_in"]["kernel"])
+        dead = np.setdiff1d(np.arange(IN_DIM), columns)
+        np.testing.assert_array_equal(kernel_grad[dead], 0.0)
+        assert np.abs(kernel_grad[list(columns)]).max() > 0
