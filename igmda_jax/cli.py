@@ -307,6 +307,16 @@ def report_command(argv: list[str]) -> None:
         raise SystemExit(code)
 
 
+def bench_command(argv: list[str]) -> None:
+    """igmda bench [--quick] [--out FILE] [--readme README.md]: env and training throughput,
+    -da cost, seed scaling, compile times and peak memory (igmda_jax/bench.py)."""
+    from igmda_jax.bench import main as bench_main
+
+    code = bench_main(argv)
+    if code:
+        raise SystemExit(code)
+
+
 COMMANDS = {
     "envs": envs_command,
     "random": random_command,
@@ -329,15 +339,19 @@ def main(argv: list[str] | None = None) -> None:
     if args and args[0] == "report":
         report_command(args[1:])
         return
+    if args and args[0] == "bench":
+        bench_command(args[1:])
+        return
     if args and args[0] in ("-h", "--help"):
         print(
-            "igmda {train,imitate,eval,sweep,report,envs,random} ...; "
+            "igmda {train,imitate,eval,sweep,report,bench,envs,random} ...; "
             "`igmda COMMAND --help` for its options\n"
             "  train    train one run: a preset, an algorithm, a map, seeds and a budget\n"
             "  imitate  imitation of a frozen expert at several sight ranges\n"
             "  eval     greedy win rate of a saved run, per seed and aggregated\n"
             "  sweep    a resumable grid of train runs from a YAML file (--dry-run: its cost)\n"
             "  report   Table 1 and Fig. 4 with bootstrap intervals from run folders\n"
+            "  bench    how fast it runs here: env, training, -da cost, seeds (--quick: 5 min)\n"
             "  envs     every map: agents, enemies, actions, observation sizes, limits\n"
             "  random   a random policy's win/loss/timeout rates, return and env steps/s"
         )

@@ -30,6 +30,7 @@ RESUMABLE_FIELDS = (
     "keep_checkpoints",
     "tensorboard",
     "unroll_windows",
+    "update_microbatches",
     "seed_vmap",
 )
 
@@ -176,6 +177,11 @@ class Config:
     """Updates unroll the shortest of this many static windows (episode_limit * k / n) that
     holds the batch's longest episode, not the whole padded length; 1 = always unroll all.
     Same result, less padding computed; each window compiles the update once more."""
+    update_microbatches: int = 0
+    """An update sorts its batch's episodes by length and computes the gradient on this many
+    equal parts one after another, each unrolled on its own window: the short episodes skip
+    the longest one's padding. Same result (to rounding). 0 = auto: 8 on CPU, 1 on GPU/TPU
+    (where one large batch keeps the device busy); reduced to a divisor of batch_size."""
     seed_vmap: int = 0
     """Seeds vmapped together on one device; a device's seeds run in sequential groups of this
     size (a loop, ``seed_layout.map_seed_groups``) inside the same compiled program. 0 = auto:
@@ -234,6 +240,10 @@ class Config:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.seed_vmap < 0:
             raise ConfigError(f"seed_vmap must be >= 0 (0 = auto), got {self.seed_vmap}")
+        if self.update_microbatches < 0:
+            raise ConfigError(
+                f"update_microbatches must be >= 0 (0 = auto), got {self.update_microbatches}"
+            )
         if self.batch_size > self.buffer_size:
             raise ConfigError(
                 f"batch_size ({self.batch_size}) must not exceed buffer_size ({self.buffer_size})"

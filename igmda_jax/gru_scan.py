@@ -57,67 +57,101 @@ def gru_weights(cell_params: dict[str, Any]) -> GRUWeights:
     )  # fmt: skip
 
 
-def _forward(
-    w: GRUWeights, inputs: jax.Array, resets: jax.Array, hidden0: jax.Array
-) -> tuple[jax.Array, tuple[jax.Array, ...]]:
-    """hiddens [T, R, H] and the reverse pass's residuals (previous hidden, r, z, n, h W_hn +
-    b_hn), each [T, R, H]. The arithmetic is GRUCell's, in its order."""
+def _at(x: jax.Array, t: jax.Array) -> jax.Array:
+    """x[t] for a traced step index t."""
+    return jax.lax.dynamic_index_in_dim(x, t, keepdims=False)
 
-    def step(hidden: jax.Array, xs: tuple[jax.Array, jax.Array]):
-        x, reset = xs
-        previous = jnp.where(reset[:, None], jnp.zeros_like(hidden), hidden)
+
+def _forward(
+    w: GRUWeights,
+    inputs: jax.Array,
+    resets: jax.Array,
+    hidden0: jax.Array,
+    n_steps: jax.Array,
+    keep_residuals: bool,
+) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+    """hiddens [T, R, H] and, if asked, the reverse pass's residuals (previous hidden, r, z,
+    n, h W_hn + b_hn), each [T, R, H]; steps from ``n_steps`` on are not run (zeros). The
+    arithmetic is GRUCell's, in its order."""
+    zeros = jnp.zeros((*inputs.shape[:2], hidden0.shape[-1]), hidden0.dtype)
+    n_outputs = 6 if keep_residuals else 1
+
+    def step(t: jax.Array, carry: tuple[jax.Array, tuple[jax.Array, ...]]):
+        hidden, outputs = carry
+        x = _at(inputs, t)
+        previous = jnp.where(_at(resets, t)[:, None], jnp.zeros_like(hidden), hidden)
         r = jax.nn.sigmoid((x @ w.w_ir + w.b_ir) + previous @ w.w_hr)
         z = jax.nn.sigmoid((x @ w.w_iz + w.b_iz) + previous @ w.w_hz)
         candidate_hidden = previous @ w.w_hn + w.b_hn
         n = jnp.tanh((x @ w.w_in + w.b_in) + r * candidate_hidden)
         new_hidden = (1.0 - z) * n + z * previous
-        return new_hidden, (new_hidden, (previous, r, z, n, candidate_hidden))
+        values = (new_hidden, previous, r, z, n, candidate_hidden)[:n_outputs]
+        outputs = tuple(
+            jax.lax.dynamic_update_index_in_dim(out, value, t, 0)
+            for out, value in zip(outputs, values, strict=True)
+        )
+        return new_hidden, outputs
 
-    _, (hiddens, residuals) = jax.lax.scan(step, hidden0, (inputs, resets))
-    return hiddens, residuals
+    _, outputs = jax.lax.fori_loop(0, n_steps, step, (hidden0, (zeros,) * n_outputs))
+    return outputs[0], outputs[1:]
 
 
 @jax.custom_vjp
 def gru_scan(
-    weights: GRUWeights, inputs: jax.Array, resets: jax.Array, hidden0: jax.Array
+    weights: GRUWeights,
+    inputs: jax.Array,
+    resets: jax.Array,
+    hidden0: jax.Array,
+    n_steps: jax.Array,
 ) -> jax.Array:
-    """Run a GRU cell over time, zeroing the carry where ``resets`` is true before the step.
+    """Run a GRU cell over the first ``n_steps`` steps, zeroing the carry where ``resets`` is
+    true before the step; later steps are not computed (their hiddens are zeros, and their
+    output gradients are ignored).
 
     weights: GRUWeights (kernels [in, H] / [H, H])
     inputs:  [T, R, in] (R rows: episodes x agents)
     resets:  [T, R] bool
     hidden0: [R, H] the carry before t = 0
+    n_steps: [] int, at most T (traced: one compiled loop serves every length)
     returns: hiddens [T, R, H] (the new hidden state of every step)
     """
-    chex.assert_rank([inputs, resets, hidden0], [3, 2, 2])
+    chex.assert_rank([inputs, resets, hidden0, n_steps], [3, 2, 2, 0])
     chex.assert_equal_shape_prefix([inputs, resets], 2)
     chex.assert_equal(hidden0.shape[0], inputs.shape[1])
-    return _forward(weights, inputs, resets, hidden0)[0]
+    return _forward(weights, inputs, resets, hidden0, n_steps, keep_residuals=False)[0]
 
 
-def _gru_scan_forward(weights, inputs, resets, hidden0):
-    hiddens, residuals = _forward(weights, inputs, resets, hidden0)
-    return hiddens, (weights, inputs, resets, residuals)
+def _gru_scan_forward(weights, inputs, resets, hidden0, n_steps):
+    hiddens, residuals = _forward(weights, inputs, resets, hidden0, n_steps, keep_residuals=True)
+    return hiddens, (weights, inputs, resets, n_steps, residuals)
 
 
 def _gru_scan_reverse(saved, hiddens_grad: jax.Array):
-    w, inputs, resets, (previous, r, z, n, candidate_hidden) = saved
+    w, inputs, resets, n_steps, (previous, r, z, n, candidate_hidden) = saved
     w_hr_t, w_hz_t, w_hn_t = w.w_hr.T, w.w_hz.T, w.w_hn.T
 
-    def step(carry_grad: jax.Array, xs: tuple[jax.Array, ...]):
-        output_grad, previous_t, r_t, z_t, n_t, candidate_t, reset_t = xs
-        g = output_grad + carry_grad
+    def step(i: jax.Array, carry: tuple[jax.Array, tuple[jax.Array, ...]]):
+        carry_grad, outputs = carry
+        t = n_steps - 1 - i
+        previous_t, r_t, z_t, n_t = (_at(x, t) for x in (previous, r, z, n))
+        g = _at(hiddens_grad, t) + carry_grad
         a_n = g * (1.0 - z_t) * (1.0 - n_t * n_t)
-        a_r = a_n * candidate_t * r_t * (1.0 - r_t)
+        a_r = a_n * _at(candidate_hidden, t) * r_t * (1.0 - r_t)
         a_z = g * (previous_t - n_t) * z_t * (1.0 - z_t)
         a_hn = a_n * r_t
         previous_grad = g * z_t + a_r @ w_hr_t + a_z @ w_hz_t + a_hn @ w_hn_t
-        carry_grad = jnp.where(reset_t[:, None], jnp.zeros_like(previous_grad), previous_grad)
-        return carry_grad, (a_r, a_z, a_n, a_hn)
+        carry_grad = jnp.where(
+            _at(resets, t)[:, None], jnp.zeros_like(previous_grad), previous_grad
+        )
+        outputs = tuple(
+            jax.lax.dynamic_update_index_in_dim(out, value, t, 0)
+            for out, value in zip(outputs, (a_r, a_z, a_n, a_hn), strict=True)
+        )
+        return carry_grad, outputs
 
-    xs = (hiddens_grad, previous, r, z, n, candidate_hidden, resets)
-    hidden0_grad, (a_r, a_z, a_n, a_hn) = jax.lax.scan(
-        step, jnp.zeros_like(hiddens_grad[0]), xs, reverse=True
+    zeros = jnp.zeros_like(hiddens_grad)
+    hidden0_grad, (a_r, a_z, a_n, a_hn) = jax.lax.fori_loop(
+        0, n_steps, step, (jnp.zeros_like(hiddens_grad[0]), (zeros,) * 4)
     )
     steps = inputs.shape[0] * inputs.shape[1]
     flat_inputs = inputs.reshape(steps, -1)
@@ -139,7 +173,7 @@ def _gru_scan_reverse(saved, hiddens_grad: jax.Array):
         b_hn=a_hn.sum((0, 1)),
     )
     inputs_grad = a_r @ w.w_ir.T + a_z @ w.w_iz.T + a_n @ w.w_in.T
-    return weights_grad, inputs_grad, None, hidden0_grad
+    return weights_grad, inputs_grad, None, hidden0_grad, None
 
 
 gru_scan.defvjp(_gru_scan_forward, _gru_scan_reverse)

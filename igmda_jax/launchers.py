@@ -42,7 +42,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -307,6 +307,17 @@ def log_tail(task: RunTask, lines: int = 15) -> str:
     return "\n".join(kept[-lines:])
 
 
+def cpu_devices_env(jobs: int, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """Environment for one of ``jobs`` runs sharing this machine's cores: with jobs > 1 each
+    run gets ``cores // jobs`` XLA CPU devices (``IGMDA_CPU_DEVICES``, see envs/__init__.py)
+    instead of one per core, so the runs do not all pile their seeds on every core. A value
+    the user set is kept; the devices only matter on the CPU backend."""
+    if jobs <= 1 or "IGMDA_CPU_DEVICES" in environ:
+        return {}
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"IGMDA_CPU_DEVICES": str(max(1, (cores or 1) // jobs))}
+
+
 @dataclasses.dataclass(frozen=True)
 class LocalLauncher:
     """Each task in a subprocess on this machine, its stdout/stderr appended to
@@ -317,8 +328,9 @@ class LocalLauncher:
     poll_s: float = 0.5
     grace_s: float = 10.0
 
-    def start(self, task: RunTask) -> subprocess.Popen:
-        """Write task.json and start ``python -m igmda_jax.launchers run-task`` on it."""
+    def start(self, task: RunTask, jobs: int = 1) -> subprocess.Popen:
+        """Write task.json and start ``python -m igmda_jax.launchers run-task`` on it, with
+        :func:`cpu_devices_env` for ``jobs`` runs at once."""
         run_dir = Path(task.run_dir)
         task_file = run_dir / "task.json"
         write_atomic(task_file, task.to_json())
@@ -332,7 +344,12 @@ class LocalLauncher:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                env={**os.environ, PARENT_ENV: str(os.getpid()), "PYTHONUNBUFFERED": "1"},
+                env={
+                    **os.environ,
+                    **cpu_devices_env(jobs),
+                    PARENT_ENV: str(os.getpid()),
+                    "PYTHONUNBUFFERED": "1",
+                },
             )
 
     def stop(self, processes: Sequence[subprocess.Popen]) -> None:
@@ -353,7 +370,7 @@ class LocalLauncher:
             while pending or running:
                 while pending and len(running) < jobs:
                     task = pending.pop(0)
-                    running.append((task, self.start(task)))
+                    running.append((task, self.start(task, jobs)))
                 ended = [(task, p) for task, p in running if p.poll() is not None]
                 for task, process in ended:
                     running.remove((task, process))

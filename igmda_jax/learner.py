@@ -23,7 +23,7 @@ the mixture of n-step return distributions that a distributional lambda-return i
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -54,13 +54,20 @@ def _time_major(x: jax.Array) -> jax.Array:
 
 
 def _unroll_q(
-    module, params, inputs: jax.Array, taus: jax.Array | None, hidden_dim: int
+    module,
+    params,
+    inputs: jax.Array,
+    taus: jax.Array | None,
+    hidden_dim: int,
+    n_records: jax.Array | None = None,
 ) -> jax.Array:
     """Unroll from a zero hidden state. inputs: [T1, B, n, in] -> q [T1, B, n, A] or
-    quantiles [T1, B, n, N, A] for IQN agents (taus [T1, B, N])."""
+    quantiles [T1, B, n, N, A] for IQN agents (taus [T1, B, N]); with ``n_records`` the
+    recurrence runs on that many steps only (the rest is padding)."""
     t1, b, n = inputs.shape[:3]
     resets = jnp.zeros((t1, b), bool)
-    return unroll(module, params, initial_hidden((b,), n, hidden_dim), inputs, resets, taus)
+    hidden0 = initial_hidden((b,), n, hidden_dim)
+    return unroll(module, params, hidden0, inputs, resets, taus, n_records)
 
 
 def _mix(nets: Networks, mixer_params, chosen, max_qs, actions, states) -> jax.Array:
@@ -73,6 +80,30 @@ def _mix(nets: Networks, mixer_params, chosen, max_qs, actions, states) -> jax.A
     return nets.mixer.apply(mixer_params, chosen, max_qs, onehot, states)
 
 
+class Fractions(NamedTuple):
+    """DMIX's quantile fractions of one update, time-major: [T+1, B, N] each (N' for target)."""
+
+    online: jax.Array
+    target: jax.Array
+    learner: jax.Array
+
+
+def draw_fractions(key: jax.Array, config: Config, n_records: int, batch_size: int):
+    """Fractions of every (record, episode) for DMIX, drawn from ``key``; None otherwise."""
+    if config.mixer != "dmix":
+        return None
+    online_key, target_key, learner_key = jax.random.split(key, 3)
+
+    def draw(k: jax.Array, n: int) -> jax.Array:
+        return jax.random.uniform(k, (n_records, batch_size, n))
+
+    return Fractions(
+        draw(online_key, config.n_quantiles),
+        draw(target_key, config.n_target_quantiles),
+        draw(learner_key, config.n_quantiles),
+    )
+
+
 def loss_fn(
     params: Params,
     target_params: Params,
@@ -81,12 +112,17 @@ def loss_fn(
     config: Config,
     nets: Networks,
     observe,
-    tau_steps: int | None = None,
+    fractions: Fractions | None = None,
+    n_records: jax.Array | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Total loss and metrics on a batch of B episodes (batch-major, see rollout.py).
 
-    ``tau_steps`` (DMIX): draw quantile fractions for this many time steps and use the first
-    T+1, so a truncated window (see :func:`update`) sees the same fractions as the full batch.
+    Every term and metric is a mean over the batch's valid transitions (``filled``), so the
+    value on a batch is the ``filled``-weighted mean of its values on parts of the batch
+    (:func:`update` relies on it). DMIX draws its quantile fractions from ``key``
+    (:func:`draw_fractions`) unless ``fractions`` [T+1, B, N] are given. ``n_records`` (at
+    least the longest episode's transitions + 1): the recurrences skip the records after it,
+    which are padding of every episode.
     """
     records = jax.tree.map(_time_major, batch.records)  # [T+1, B, ...]
     actions = _time_major(batch.actions)  # [T, B, n]
@@ -100,27 +136,24 @@ def loss_fn(
     agent_obs = seen.expert_obs if nets.learner is not None else seen.obs
     agent_inputs = build_inputs(config, agent_obs, previous, avail, network="agent")
     quantile = isinstance(nets.agent, IQNAgent)
-    online_key, target_key, learner_key = jax.random.split(key, 3)
-    drawn_steps = t1 if tau_steps is None else tau_steps
+    if quantile and fractions is None:
+        fractions = draw_fractions(key, config, t1, b)
+    taus = fractions.online if quantile else None
+    target_taus = fractions.target if quantile else None
 
-    def fractions(k: jax.Array, n: int) -> jax.Array:  # [T+1, B, n] quantile fractions
-        return jax.random.uniform(k, (drawn_steps, b, n))[:t1]
-
-    taus = fractions(online_key, config.n_quantiles) if quantile else None
-    target_taus = fractions(target_key, config.n_target_quantiles) if quantile else None
-
-    online = _unroll_q(nets.agent, params["agent"], agent_inputs, taus, config.hidden_dim)
+    hidden_dim = config.hidden_dim
+    online = _unroll_q(nets.agent, params["agent"], agent_inputs, taus, hidden_dim, n_records)
     target = _unroll_q(
-        nets.agent, target_params["agent"], agent_inputs, target_taus, config.hidden_dim
+        nets.agent, target_params["agent"], agent_inputs, target_taus, hidden_dim, n_records
     )
     online_mean = online.mean(axis=-2) if quantile else online  # [T+1, B, n, A]
 
     learner_out = None
     if nets.learner is not None:
         learner_inputs = build_inputs(config, seen.obs, previous, avail, network="learner")
-        learner_taus = fractions(learner_key, config.n_quantiles) if quantile else None
+        learner_taus = fractions.learner if quantile else None
         learner_out = _unroll_q(
-            nets.learner, params["learner"], learner_inputs, learner_taus, config.hidden_dim
+            nets.learner, params["learner"], learner_inputs, learner_taus, hidden_dim, n_records
         )
 
     # next-action selector for double Q
@@ -221,6 +254,15 @@ def longest_episode(batch: EpisodeBatch, seed_axis: str | None = None) -> jax.Ar
     return longest if seed_axis is None else jax.lax.pmax(longest, seed_axis)
 
 
+def microbatches(config: Config) -> int:
+    """Parts of the batch an update computes one after another (``Config.update_microbatches``;
+    0 = auto: 8 on CPU, 1 elsewhere), reduced to a divisor of ``batch_size``."""
+    wanted = config.update_microbatches
+    if wanted == 0:
+        wanted = 8 if jax.default_backend() == "cpu" else 1
+    return max(g for g in range(1, wanted + 1) if config.batch_size % g == 0)
+
+
 def update(
     params: Params,
     target_params: Params,
@@ -236,39 +278,91 @@ def update(
     """One gradient step on ``batch``; returns new params, optimizer state and metrics.
 
     Padding is not unrolled: with ``config.unroll_windows`` > 1 the loss and its gradient run
-    on the shortest of a few static windows (:func:`window_lengths`) that holds the batch's
-    longest episode, chosen by ``lax.switch``. Steps past every episode's end carry zero
-    weight in every loss term and cannot reach a real target (TD(lambda) stops at each
-    episode's last transition), so the result equals the full unroll's (tested). Under a seed
-    vmap pass its ``seed_axis`` so all seeds share one window and the switch stays a branch;
-    without it the switch becomes a select that computes every window.
+    on the shortest of a few static windows (:func:`window_lengths`) that holds the longest
+    episode, chosen by ``lax.switch``. Steps past every episode's end carry zero weight in
+    every loss term and cannot reach a real target (TD(lambda) stops at each episode's last
+    transition), so the result equals the full unroll's (tested). Under a seed vmap pass its
+    ``seed_axis`` so all seeds share one window and the switch stays a branch; without it the
+    switch becomes a select that computes every window.
+
+    With :func:`microbatches` G > 1 the episodes are sorted by length and split into G equal
+    parts, computed one after another, each on its own window: the short episodes no longer
+    pay for the longest one's padding. Every loss term is a mean over valid transitions, so
+    the batch's gradient and metrics are the parts' weighted by their share of the valid
+    transitions: the same update up to floating-point rounding (tested).
     """
     grad_fn = jax.grad(loss_fn, has_aux=True)
     n_steps = batch.actions.shape[1]
     windows = window_lengths(n_steps, config.unroll_windows)
+    # DMIX: fractions for the whole padded batch, so each part and window sees the same ones
+    fractions = draw_fractions(key, config, n_steps + 1, batch.actions.shape[0])
 
-    def grads_on_window(window: int):
-        def compute(params: Params) -> tuple[Params, dict[str, jax.Array]]:
-            return grad_fn(
-                params,
-                target_params,
-                truncate(batch, window),
-                key,
-                config,
-                nets,
-                observe,
-                n_steps + 1,
-            )
+    def grads_on(part: EpisodeBatch, part_fractions: Fractions | None):
+        """Gradient and metrics on ``part`` (fractions time-major), on its window."""
 
-        return compute
+        longest = longest_episode(part, seed_axis)
 
-    if len(windows) == 1:
-        grads, metrics = grads_on_window(n_steps)(params)
-    else:
-        longest = longest_episode(batch, seed_axis)
+        def on_window(window: int):
+            def compute(params: Params) -> tuple[Params, dict[str, jax.Array]]:
+                window_fractions = (
+                    None
+                    if part_fractions is None
+                    else jax.tree.map(lambda x: x[: window + 1], part_fractions)
+                )
+                return grad_fn(
+                    params,
+                    target_params,
+                    truncate(part, window),
+                    key,
+                    config,
+                    nets,
+                    observe,
+                    window_fractions,
+                    longest + 1,
+                )
+
+            return compute
+
+        if len(windows) == 1:
+            return on_window(n_steps)(params)
         index = jnp.minimum(jnp.searchsorted(jnp.asarray(windows), longest), len(windows) - 1)
-        grads, metrics = jax.lax.switch(index, [grads_on_window(w) for w in windows], params)
+        return jax.lax.switch(index, [on_window(w) for w in windows], params)
+
+    n_parts = microbatches(config)
+    if n_parts == 1:
+        grads, metrics = grads_on(batch, fractions)
+    else:
+        grads, metrics = _grads_by_parts(grads_on, batch, fractions, n_parts)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     params = optax.apply_updates(params, updates)
     metrics["grad_norm"] = optax.tree.norm(grads)
     return params, opt_state, metrics
+
+
+def _grads_by_parts(grads_on, batch: EpisodeBatch, fractions: Fractions | None, n_parts: int):
+    """Sum over ``n_parts`` length-sorted parts of the batch of ``grads_on(part, fractions)``,
+    each weighted by its share of the batch's valid transitions (a ``lax.scan``)."""
+    lengths = jnp.sum(batch.filled.astype(jnp.int32), axis=1)  # [B]
+    order = jnp.argsort(lengths)
+    batch_size = lengths.shape[0]
+
+    def split(x: jax.Array, axis: int) -> jax.Array:  # [.., B, ..] -> [G, .., B / G, ..]
+        x = jnp.take(x, order, axis=axis)
+        x = x.reshape(*x.shape[:axis], n_parts, batch_size // n_parts, *x.shape[axis + 1 :])
+        return jnp.moveaxis(x, axis, 0)
+
+    parts = jax.tree.map(lambda x: split(x, 0), batch)
+    part_fractions = None if fractions is None else jax.tree.map(lambda x: split(x, 1), fractions)
+    total = jnp.maximum(jnp.sum(batch.filled.astype(jnp.float32)), 1.0)
+
+    def body(acc, xs):
+        part, fractions_part = xs
+        grads_metrics = grads_on(part, fractions_part)
+        share = jnp.sum(part.filled.astype(jnp.float32)) / total
+        return jax.tree.map(lambda a, g: a + share * g, acc, grads_metrics), None
+
+    first_part = jax.tree.map(lambda x: x[0], (parts, part_fractions))
+    shapes = jax.eval_shape(lambda xs: grads_on(*xs), first_part)
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    (grads, metrics), _ = jax.lax.scan(body, zeros, (parts, part_fractions))
+    return grads, metrics

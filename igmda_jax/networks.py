@@ -271,8 +271,9 @@ def unroll(
     inputs: jax.Array,
     resets: jax.Array,
     taus: jax.Array | None = None,
+    n_steps: jax.Array | None = None,
 ) -> jax.Array:
-    """Run an agent over time with ``lax.scan``, zeroing the hidden state where told.
+    """Run an agent over time, zeroing the hidden state where told.
 
     At step t, where ``resets[t, b]`` is true the carry is replaced by zeros *before*
     ``inputs[t, b]`` is consumed (an episode starts at t). ``hidden0`` is the carry before t = 0.
@@ -282,6 +283,8 @@ def unroll(
     inputs:  [T, B, n_agents, in]
     resets:  [T, B] bool
     taus:    [T, B, n_quantiles] (IQNAgent only)
+    n_steps: [] int <= T: run the recurrence on the first n_steps steps only (later hidden
+             states are zeros; their outputs are padding). None: all T.
     returns: q [T, B, n_agents, n_actions], or z [T, B, n_agents, n_quantiles, n_actions]
     """
     chex.assert_rank([hidden0, inputs, resets], [3, 4, 2])
@@ -301,6 +304,7 @@ def unroll(
         encoded.reshape(t, b * n, h),
         jnp.repeat(resets.astype(bool), n, axis=1),
         hidden0.reshape(b * n, h),
+        jnp.asarray(t if n_steps is None else n_steps, jnp.int32),
     ).reshape(t, b, n, h)
     if taus is None:
         return agent.apply(params, hiddens, method="head")

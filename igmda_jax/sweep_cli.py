@@ -197,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dry_run:
         states = [cell_state(c, *cell_dirs(c, sweep.name, runs_dir, results_dir)) for c in cells]
         table = results_dir / COST_TABLE
-        print(format_plan(sweep, cells, states, load_speeds(table), table))
+        print(format_plan(sweep, cells, states, load_speeds(table), table, args.jobs))
         return 0
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:

@@ -86,6 +86,16 @@ class Speed:
     measured: bool
 
 
+def wall_hours(run_hours: Sequence[float], jobs: int) -> float:
+    """Wall time of runs started in this order, ``jobs`` at a time, each as soon as one ends
+    (how ``LocalLauncher`` schedules them): the last finish time."""
+    finish = [0.0] * max(1, jobs)
+    for hours in run_hours:
+        earliest = finish.index(min(finish))
+        finish[earliest] += hours
+    return max(finish)
+
+
 def load_speeds(path: Path) -> list[dict[str, Any]]:
     """The usable rows of a table1_cost.json; [] when the file is missing or unreadable."""
     try:
@@ -105,6 +115,14 @@ def load_speeds(path: Path) -> list[dict[str, Any]]:
         )
 
     return [row for row in rows if usable(row)] if isinstance(rows, list) else []
+
+
+def table_jobs(path: Path) -> int:
+    """How many runs at once a table1_cost.json's rates were measured with (1 if unsaid)."""
+    try:
+        return int(json.loads(path.read_text()).get("jobs", 1))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 1
 
 
 def cell_speed(cell: Cell, rows: Sequence[dict[str, Any]]) -> Speed | None:
@@ -176,8 +194,10 @@ def format_plan(
     states: Sequence[CellState],
     speeds: Sequence[dict[str, Any]],
     table: Path,
+    jobs: int = 1,
 ) -> str:
-    """The dry-run's table: each cell, its label, budget, state and estimated hours, a total."""
+    """The dry-run's table: each cell, its label, budget, state and estimated hours, a total
+    (run-hours, and the wall time with ``jobs`` runs at a time)."""
     name_w = max(len("cell"), *(len(c.name) for c in cells))
     label_w = max(len("label"), *(len(c.label) for c in cells))
     presets = ", ".join(sorted({c.preset for c in cells}))
@@ -188,7 +208,7 @@ def format_plan(
         f"{'cell':<{name_w}}  {'label':<{label_w}}  {'seeds':>5}  {'t_max':>10}  "
         f"{'state':<20}  est. h",
     ]
-    total, unknown, estimated = 0.0, [], False
+    total, unknown, estimated, known_hours = 0.0, [], False, []
     for cell, state in zip(cells, states, strict=True):
         speed = cell_speed(cell, speeds)
         hours = cell_hours(cell, state, speed)
@@ -197,6 +217,7 @@ def format_plan(
             cost = "?"
         else:
             total += hours
+            known_hours.append(hours)
             flag = "" if speed is None or speed.measured or state.step == "done" else "*"
             estimated = estimated or bool(flag)
             cost = f"{hours:.2f}{flag}"
@@ -206,7 +227,17 @@ def format_plan(
         )
     steps_left = sum((c.t_max - s.t_env) * c.seeds for c, s in zip(cells, states, strict=True))
     done = sum(s.step == "done" for s in states)
-    cost = f"about {total:.1f} h of runs one at a time" if len(unknown) < len(cells) else "?"
+    if len(unknown) == len(cells):
+        cost = "?"
+    elif jobs == 1:
+        cost = f"about {total:.1f} h of runs one at a time"
+    else:
+        measured_jobs = table_jobs(table)
+        cost = (
+            f"about {total:.1f} run-hours, {wall_hours(known_hours, jobs):.1f} h with {jobs} at "
+            f"a time"
+            + ("" if measured_jobs == jobs else f" (rates measured {measured_jobs} at a time)")
+        )
     lines.append(
         f"total: {len(cells)} run(s), {done} done; {steps_left:,} env steps (x seeds) to go; "
         f"{cost}" + (f", plus {len(unknown)} run(s) of unknown cost" if unknown else "")

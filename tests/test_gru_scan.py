@@ -47,7 +47,7 @@ def problem():
 def test_forward_equals_flax_gru_cell(problem) -> None:
     cell_params, inputs, resets, hidden0, _ = problem
     expected = flax_scan(cell_params, inputs, resets, hidden0)
-    got = gru_scan(gru_weights(cell_params), inputs, resets, hidden0)
+    got = gru_scan(gru_weights(cell_params), inputs, resets, hidden0, jnp.int32(T))
     np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=1e-6, atol=1e-6)
 
 
@@ -59,7 +59,7 @@ def test_gradients_equal_autodiff_of_the_flax_scan(problem) -> None:
         return jnp.sum(weights * jnp.tanh(flax_scan(p, x, resets, h0)))
 
     def loss(p, x, h0):
-        return jnp.sum(weights * jnp.tanh(gru_scan(gru_weights(p), x, resets, h0)))
+        return jnp.sum(weights * jnp.tanh(gru_scan(gru_weights(p), x, resets, h0, jnp.int32(T))))
 
     expected = jax.grad(reference_loss, argnums=(0, 1, 2))(cell_params, inputs, hidden0)
     got = jax.grad(loss, argnums=(0, 1, 2))(cell_params, inputs, hidden0)
@@ -80,7 +80,7 @@ def test_gradient_matches_finite_differences(problem) -> None:
     def loss_at(step: float) -> jax.Array:
         p = jax.tree.map(lambda x: x, cell_params)
         p["hn"] = {**p["hn"], "kernel": p["hn"]["kernel"] + step * direction}
-        return jnp.sum(weights * gru_scan(gru_weights(p), inputs, resets, hidden0))
+        return jnp.sum(weights * gru_scan(gru_weights(p), inputs, resets, hidden0, jnp.int32(T)))
 
     analytic = jnp.sum(jax.grad(loss_at)(0.0))
     eps = 1e-2
@@ -88,7 +88,29 @@ def test_gradient_matches_finite_differences(problem) -> None:
     np.testing.assert_allclose(float(analytic), float(numeric), rtol=2e-3)
 
 
-def reference_unroll(agent, params, hidden0, inputs, resets, taus=None):
+def test_fewer_steps_equal_the_first_steps_of_the_full_run(problem) -> None:
+    """n_steps < T: the first n_steps hiddens and the gradient of a loss on them equal the
+    full run's; later hiddens are zeros and their gradients are ignored."""
+    cell_params, inputs, resets, hidden0, weights = problem
+    n = 5
+    on_first = weights.at[n:].set(0.0)
+
+    def loss(p, x, h0, n_steps, output_weights):
+        hiddens = gru_scan(gru_weights(p), x, resets, h0, jnp.int32(n_steps))
+        return jnp.sum(output_weights * jnp.tanh(hiddens)), hiddens
+
+    grad = jax.jit(jax.grad(loss, argnums=(0, 1, 2), has_aux=True), static_argnums=3)
+    (full_grads, full), (short_grads, short) = (
+        grad(cell_params, inputs, hidden0, T, on_first),
+        grad(cell_params, inputs, hidden0, n, weights),  # weights past n must not count
+    )
+    np.testing.assert_allclose(np.asarray(short[:n]), np.asarray(full[:n]), rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(short[n:]), 0.0)
+    for want, have in zip(jax.tree.leaves(full_grads), jax.tree.leaves(short_grads), strict=True):
+        np.testing.assert_allclose(np.asarray(have), np.asarray(want), rtol=1e-5, atol=1e-6)
+
+
+def reference_unroll(agent, params, hidden0, inputs, resets, taus=None, n_steps=None):
     """networks.unroll as it was before gru_scan: GRUCell stepped by lax.scan."""
 
     encoded = agent.apply(params, inputs, method="encode")

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from igmda_jax.cli import parse_train_args
-from igmda_jax.launchers import checkpoint_steps, next_step, repair_after_kill
+from igmda_jax.launchers import checkpoint_steps, cpu_devices_env, next_step, repair_after_kill
 from igmda_jax.sweep import SweepError, load_sweep, parse_sweep
 from igmda_jax.sweep_cli import flag_args, make_task, select_cells
 from igmda_jax.sweep_plan import (
@@ -26,6 +26,7 @@ from igmda_jax.sweep_plan import (
     cell_state,
     format_plan,
     load_speeds,
+    wall_hours,
 )
 
 SMALL = {
@@ -417,6 +418,25 @@ def test_dry_run_prints_grid_and_cost_and_writes_nothing(tmp_path: Path) -> None
     assert next(line for line in lines if line.startswith("qmix_matrix_qtran")).endswith("?")
     assert "no speed for map(s) matrix_qtran" in result.stdout
     assert snapshot(tmp_path) == before
+    # two at a time: the two known runs side by side; the table's rates were taken one at a time
+    both = sweep_cli(tmp_path, "grid.yaml", "--dry-run", "--jobs", "2").stdout
+    assert "about 0.0 run-hours, 0.0 h with 2 at a time (rates measured 1 at a time)" in both
+
+
+def test_wall_hours_of_runs_started_in_order() -> None:
+    """List scheduling by hand: each run starts on the first free job slot, in order."""
+    assert wall_hours([3.0, 1.0, 1.0, 1.0], 2) == 3.0  # slot A: 3; slot B: 1 + 1 + 1
+    assert wall_hours([1.0, 2.0, 3.0], 2) == 4.0  # A: 1 then 3; B: 2
+    assert wall_hours([1.0, 2.0, 3.0], 1) == 6.0
+    assert wall_hours([], 2) == 0.0
+
+
+def test_runs_side_by_side_split_the_cores_unless_told() -> None:
+    cores = len(os.sched_getaffinity(0))
+    assert cpu_devices_env(1, {}) == {}
+    assert cpu_devices_env(2, {}) == {"IGMDA_CPU_DEVICES": str(max(1, cores // 2))}
+    assert cpu_devices_env(64, {}) == {"IGMDA_CPU_DEVICES": "1"}
+    assert cpu_devices_env(2, {"IGMDA_CPU_DEVICES": "2"}) == {}  # the user's choice stays
 
 
 BAD = [

@@ -60,20 +60,27 @@ def assert_trees_close(a, b) -> None:
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=2e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("alg", ["vdn", "qmix-da", "dmix-da"])
+@pytest.mark.parametrize("alg", ["vdn", "qmix-da", "dmix-da", "qplex"])
 def test_windowed_update_equals_full_unroll(alg: str) -> None:
+    """Windows alone, and windows with length-sorted microbatches (each on its own window,
+    recurrences stopped at the part's longest episode), equal the plain full-batch update."""
     config, trainer, state, batch, observe = random_batch(alg, 0)
     n_steps = batch.actions.shape[1]
     windows = window_lengths(n_steps, config.unroll_windows)
     longest = int(longest_episode(batch))
     assert len(windows) == 4 and longest <= windows[-2], "the test needs a truncated window"
+    lengths = np.asarray(batch.filled).sum(axis=1)
+    assert len(set(lengths)) > 1, "the test needs episodes of different lengths"
     # TD(lambda) must not read past an episode's end: also check 1-step targets for one mixer
     configs = [config] + ([dataclasses.replace(config, td_lambda=0.0)] if alg == "vdn" else [])
     for cfg in configs:
-        full = updated(dataclasses.replace(cfg, unroll_windows=1), trainer, state, batch, observe)
-        windowed = updated(cfg, trainer, state, batch, observe)
-        assert_trees_close(full[0], windowed[0])  # new parameters
-        assert_trees_close(full[2], windowed[2])  # metrics: losses, Q_tot, targets, grad norm
+        plain = dataclasses.replace(cfg, unroll_windows=1, update_microbatches=1)
+        full = updated(plain, trainer, state, batch, observe)
+        for parts in (1, 4):
+            fast = dataclasses.replace(cfg, update_microbatches=parts)
+            windowed = updated(fast, trainer, state, batch, observe)
+            assert_trees_close(full[0], windowed[0])  # new parameters
+            assert_trees_close(full[2], windowed[2])  # metrics: losses, Q_tot, targets, norm
 
 
 def updated(config, trainer, state, batch, observe):
@@ -94,7 +101,7 @@ def test_seed_vmapped_windows_agree_with_each_seed() -> None:
         )(b)
 
     new_params, _, metrics = jax.jit(vmapped)(batches)
-    full_config = dataclasses.replace(config, unroll_windows=1)
+    full_config = dataclasses.replace(config, unroll_windows=1, update_microbatches=1)
     for index, one in enumerate((batch_a, batch_b)):
         expected = updated(full_config, trainer, state, one, observe)
         seed_params, seed_metrics = jax.tree.map(lambda x, i=index: x[i], (new_params, metrics))
