@@ -6,62 +6,22 @@ JaxMARL's HeuristicEnemySMAX on the same map and batch, and their ratio (raw / o
 is <= 1.5). MMM2 has no raw counterpart (SMAX has no medivac).
 
     python experiments/bench_envs.py [--maps 3m 8m] [--batches 1 8 64] [--total-steps 30000]
+
+``igmda bench`` measures the same at 8 envs (its timing functions live in
+``igmda_jax.bench_cases``); this script adds the 1- and 64-env batches.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
-from jaxmarl.environments.smax import HeuristicEnemySMAX, map_name_to_scenario
 
 import envs
-from envs.rollout import make_random_rollout, random_available_actions
-
-
-def time_rollout(rollout, key: jax.Array, repeats: int = 3) -> float:
-    """Fastest of ``repeats`` timed calls after a compile call (the minimum is the least
-    disturbed by other load on a shared machine)."""
-    jax.block_until_ready(rollout(key))
-    best = float("inf")
-    for i in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(rollout(jax.random.fold_in(key, i + 1)))
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-def make_raw_rollout(map_name: str, n_envs: int, n_steps: int, episode_limit: int):
-    """JaxMARL's HeuristicEnemySMAX with its own auto-resetting step, random avail actions."""
-    env = HeuristicEnemySMAX(scenario=map_name_to_scenario(map_name), max_steps=episode_limit)
-    agents = env.agents
-
-    def rollout(key: jax.Array) -> jax.Array:
-        reset_key, scan_key = jax.random.split(key)
-        _, state = jax.vmap(env.reset)(jax.random.split(reset_key, n_envs))
-
-        def body(carry, step_key):
-            state, reward_sum = carry
-            action_key, env_key = jax.random.split(step_key)
-            avail = jax.vmap(env.get_avail_actions)(state)
-            avail = jnp.stack([avail[a] for a in agents], axis=1).astype(bool)
-            actions = random_available_actions(action_key, avail)
-            action_dict = {a: actions[:, i] for i, a in enumerate(agents)}
-            _, state, rewards, _, _ = jax.vmap(env.step)(
-                jax.random.split(env_key, n_envs), state, action_dict
-            )
-            return (state, reward_sum + rewards[agents[0]].sum()), None
-
-        (_, reward_sum), _ = jax.lax.scan(
-            body, (state, jnp.float32(0.0)), jax.random.split(scan_key, n_steps)
-        )
-        return reward_sum
-
-    return jax.jit(rollout)
+from envs.rollout import make_random_rollout
+from igmda_jax.bench_cases import make_raw_rollout, time_rollout
 
 
 def main() -> None:

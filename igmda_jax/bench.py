@@ -42,7 +42,8 @@ QUICK = {
 FULL_MAPS = ["3m", "8m", "5m_vs_6m", "3s5z", "MMM2"]
 FULL = {
     "env_maps": FULL_MAPS,
-    "train": [(m, a, 1) for m in FULL_MAPS for a in ("qmix", "qmix-da", "qplex", "dmix")]
+    "train": [(m, a, 1) for m in FULL_MAPS for a in ("qmix", "qmix-da")]
+    + [(m, a, 1) for m in ("3m", "MMM2") for a in ("qplex", "dmix")]
     + [(m, "qmix", s) for m in ("3m", "8m") for s in (2, 4, 8)],
     "chunks": 4,
 }

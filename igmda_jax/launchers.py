@@ -309,13 +309,21 @@ def log_tail(task: RunTask, lines: int = 15) -> str:
 
 def cpu_devices_env(jobs: int, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
     """Environment for one of ``jobs`` runs sharing this machine's cores: with jobs > 1 each
-    run gets ``cores // jobs`` XLA CPU devices (``IGMDA_CPU_DEVICES``, see envs/__init__.py)
-    instead of one per core, so the runs do not all pile their seeds on every core. A value
-    the user set is kept; the devices only matter on the CPU backend."""
+    run gets ``cores // jobs`` XLA CPU devices instead of one per core, so the runs do not all
+    pile their seeds on every core: ``IGMDA_CPU_DEVICES`` (see envs/__init__.py), and the
+    device-count flag this process's own import of ``envs`` put into ``XLA_FLAGS`` (which a
+    child would otherwise inherit and keep) replaced. A count the user set is kept; the devices
+    only matter on the CPU backend."""
     if jobs <= 1 or "IGMDA_CPU_DEVICES" in environ:
         return {}
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"IGMDA_CPU_DEVICES": str(max(1, (cores or 1) // jobs))}
+    devices = max(1, (cores or 1) // jobs)
+    flag = "--xla_force_host_platform_device_count"
+    kept = [f for f in environ.get("XLA_FLAGS", "").split() if not f.startswith(flag + "=")]
+    return {
+        "IGMDA_CPU_DEVICES": str(devices),
+        "XLA_FLAGS": " ".join([*kept, f"{flag}={devices}"]),
+    }
 
 
 @dataclasses.dataclass(frozen=True)

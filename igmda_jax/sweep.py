@@ -42,10 +42,10 @@ Written (never by ``--dry-run``)::
     results/<name>/sweep.yaml the grid file as last run
 
 Rerunning the same command skips finished runs (final_eval.json), evaluates trained ones,
-resumes the others from their last checkpoint. Only budget and logging fields (t_max,
-test_interval, save_interval, keep_checkpoints, tensorboard, unroll_windows, seed_vmap) may
-change between calls; any other change to a cell that has a run folder is refused (move the
-folder away to start it over). A finished run stays finished even if t_max grows: delete its
+resumes the others from their last checkpoint. Only budget, logging and layout fields (t_max,
+test_interval, save_interval, keep_checkpoints, tensorboard, unroll_windows,
+update_microbatches, seed_vmap) may change between calls; any other change to a cell that has a
+run folder is refused (move the folder away to start it over). A finished run stays finished even if t_max grows: delete its
 final_eval.json to train it further. ``--dry-run`` prints the grid, each cell's state and its
 estimated cost from measured speeds in ``<results-dir>/table1_cost.json``
 (experiments/table1_cost.py: ``{"rows": [{"map", "alg", "seeds", "env_steps_per_s" (per seed,

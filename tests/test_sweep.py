@@ -219,6 +219,23 @@ def test_pilot_file_is_the_issue_grid() -> None:
     assert {c.config().sight_range for c in sweep.cells} == {0.0}
 
 
+def test_table1_file_is_the_papers_grid_with_one_setting() -> None:
+    """The experiments issue's table1: 6 algorithms x 6 maps, sight 0, SMAC's own features,
+    one preset and one budget for every algorithm, at least 3 seeds and 500k steps."""
+    path = Path(__file__).parent.parent / "experiments" / "table1.yaml"
+    sweep = parse_sweep(yaml.safe_load(path.read_text()))
+    algs = ["qmix", "qmix-da", "qplex", "qplex-da", "dmix", "dmix-da"]
+    maps = ["3s5z", "5m_vs_6m", "MMM2", "8m", "3s_vs_5z", "8m_vs_9m"]
+    assert sorted((c.alg, c.map) for c in sweep.cells) == sorted((a, m) for a in algs for m in maps)
+    configs = [c.config() for c in sweep.cells]
+    assert {(c.sight_range, c.own_features, c.preset, c.t_max) for c in configs} == {
+        (0.0, "smac", "smax", sweep.cells[0].t_max)
+    }
+    assert sweep.cells[0].t_max >= 500_000 and min(c.seeds for c in sweep.cells) >= 3
+    for m in maps:  # the same seed count for every cell of a map
+        assert len({c.seeds for c in sweep.cells if c.map == m}) == 1
+
+
 def test_next_step_reads_the_run_folder(tmp_path: Path) -> None:
     run, results = tmp_path / "run", tmp_path / "results"
     assert next_step(run, results, 1000) == "start"
@@ -433,10 +450,26 @@ def test_wall_hours_of_runs_started_in_order() -> None:
 
 def test_runs_side_by_side_split_the_cores_unless_told() -> None:
     cores = len(os.sched_getaffinity(0))
+    half = str(max(1, cores // 2))
     assert cpu_devices_env(1, {}) == {}
-    assert cpu_devices_env(2, {}) == {"IGMDA_CPU_DEVICES": str(max(1, cores // 2))}
-    assert cpu_devices_env(64, {}) == {"IGMDA_CPU_DEVICES": "1"}
+    env = cpu_devices_env(2, {"XLA_FLAGS": "--a=1 --xla_force_host_platform_device_count=2"})
+    assert env["IGMDA_CPU_DEVICES"] == half
+    assert env["XLA_FLAGS"] == f"--a=1 --xla_force_host_platform_device_count={half}"
+    assert cpu_devices_env(64, {})["IGMDA_CPU_DEVICES"] == "1"
     assert cpu_devices_env(2, {"IGMDA_CPU_DEVICES": "2"}) == {}  # the user's choice stays
+    # a child started from this process (whose import of envs set XLA_FLAGS) really gets them
+    # (conftest sets IGMDA_CPU_DEVICES for the tests: leave it out, as a user would)
+    base = {k: v for k, v in os.environ.items() if k != "IGMDA_CPU_DEVICES"}
+    assert "--xla_force_host_platform_device_count=2" in base["XLA_FLAGS"]
+    probe = "import envs, jax; print(len(jax.local_devices()))"
+    child = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={**base, **cpu_devices_env(64, base)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert child.stdout.strip().splitlines()[-1] == "1", child.stderr
 
 
 BAD = [
