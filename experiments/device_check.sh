@@ -13,25 +13,27 @@
 #       flax optax chex orbax-checkpoint jaxmarl rlax tyro pyyaml tqdm matplotlib flashbax \
 #       rliable 'pandas<3' six
 # and call the device tool with carry: ["wheels"]. Without ./wheels, pip installs from the index.
+# PYTHON names the interpreter (default: python on the PATH).
 set -euo pipefail
+PYTHON=${PYTHON:-python}
 OUT=${OUT:?set OUT to the folder the JSON goes to}
 mkdir -p "$OUT"
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
 if [ "${DRY_RUN:-0}" = "1" ]; then
     # the environment that runs this already has the project; a tiny version of every step
-    exec python experiments/device_check.py --out "$OUT/device_check.json" \
+    exec "$PYTHON" experiments/device_check.py --out "$OUT/device_check.json" \
         --maps 3m --algs qmix --seeds 1 2 --chunks 1 --deadline-s 600 --bench none
 fi
-python -c "import jax; print('jax', jax.__version__, jax.devices())"
+"$PYTHON" -c "import jax; print('jax', jax.__version__, jax.devices())"
 if [ -d wheels ]; then
     # keep the image's jax/jaxlib (with CUDA): install our package and its other dependencies
-    pip install --quiet --no-index --find-links wheels --no-deps -e .
-    pip install --quiet --no-index --find-links wheels flax optax chex orbax-checkpoint jaxmarl \
+    "$PYTHON" -m pip install --quiet --no-index --find-links wheels --no-deps -e .
+    "$PYTHON" -m pip install --quiet --no-index --find-links wheels flax optax chex orbax-checkpoint jaxmarl \
         rlax tyro pyyaml tqdm matplotlib flashbax rliable 'pandas<3' six
 else
-    pip install --quiet -e .
+    "$PYTHON" -m pip install --quiet -e .
 fi
-python experiments/device_check.py --out "$OUT/device_check.json" \
+"$PYTHON" experiments/device_check.py --out "$OUT/device_check.json" \
     --maps 3m MMM2 --algs qmix qmix-da --seeds 1 8 64 --chunks 2 --deadline-s 480 --bench quick \
     2>&1 | tee "$OUT/device_check.log"

@@ -4,6 +4,9 @@ No timing is asserted: benchmarks print numbers, tests check that they are compu
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -88,10 +91,7 @@ def test_a_small_bench_runs_end_to_end(tmp_path: Path, monkeypatch, capsys) -> N
 
 def test_device_check_dry_run_writes_its_json(tmp_path: Path) -> None:
     """experiments/device_check.sh's CPU dry run: every step of the GPU check, tiny."""
-    import os
-    import subprocess
-
-    env = {**os.environ, "DRY_RUN": "1", "OUT": str(tmp_path)}
+    env = {**os.environ, "DRY_RUN": "1", "OUT": str(tmp_path), "PYTHON": sys.executable}
     script = ROOT / "experiments" / "device_check.sh"
     result = subprocess.run([str(script)], env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
