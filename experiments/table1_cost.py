@@ -39,6 +39,7 @@ from typing import Any
 
 import jax
 
+from igmda_jax.bench_cases import time_chunks, warm_up
 from igmda_jax.config import make_config
 from igmda_jax.launchers import cpu_devices_env
 from igmda_jax.run import compile_trainer, evaluation_keys, seed_keys
@@ -68,18 +69,9 @@ def measure(map_name: str, alg: str, seeds: int, chunks: int, t_max: int) -> dic
     evaluate_all()
     eval_compile_s = time.perf_counter() - start
     warmup_start = time.perf_counter()
-    state, _ = train_chunk(state)
-    while int(jax.device_get(state.updates).min()) == 0:  # the replay cannot sample yet
-        state, _ = train_chunk(state)
-    jax.block_until_ready(state)
+    state = warm_up(train_chunk, state)
     warmup_s = time.perf_counter() - warmup_start
-    t_before = int(jax.device_get(compiled.unpad(state.t_env)).sum())
-    start = time.perf_counter()
-    for _ in range(chunks):
-        state, metrics = train_chunk(state)
-    jax.block_until_ready(state)
-    seconds = time.perf_counter() - start
-    steps = int(jax.device_get(compiled.unpad(state.t_env)).sum()) - t_before
+    state, metrics, steps, seconds = time_chunks(compiled, train_chunk, state, chunks)
     start = time.perf_counter()
     evaluate_all()
     eval_s = time.perf_counter() - start

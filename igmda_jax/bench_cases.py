@@ -95,6 +95,27 @@ def env_case(map_name: str, n_envs: int, steps: int) -> dict[str, Any]:
     return {"ours_steps_per_s": round(ours, 1), "raw_steps_per_s": raw and round(raw, 1)}
 
 
+def warm_up(train_chunk, state):
+    """Train chunks until the replay can sample (every seed has updated); returns the state."""
+    state, _ = train_chunk(state)
+    while int(jax.device_get(state.updates).min()) == 0:
+        state, _ = train_chunk(state)
+    return jax.block_until_ready(state)
+
+
+def time_chunks(compiled, train_chunk, state, chunks: int):
+    """``chunks`` timed training chunks: (state, last metrics, env steps of the run's real
+    seeds, seconds)."""
+    t_before = int(jax.device_get(compiled.unpad(state.t_env)).sum())
+    start = time.perf_counter()
+    for _ in range(chunks):
+        state, metrics = train_chunk(state)
+    jax.block_until_ready(state)
+    seconds = time.perf_counter() - start
+    steps = int(jax.device_get(compiled.unpad(state.t_env)).sum()) - t_before
+    return state, metrics, steps, seconds
+
+
 def train_case(map_name: str, alg: str, seeds: int, chunks: int) -> dict[str, Any]:
     """Compile seconds and env steps/s per seed of ``igmda train``'s fused loop."""
     config = make_config(alg=alg, map=map_name, sight_range=0.0, seeds=seeds)
@@ -103,17 +124,8 @@ def train_case(map_name: str, alg: str, seeds: int, chunks: int) -> dict[str, An
     start = time.perf_counter()
     train_chunk = compiled.train_chunk.lower(state).compile()
     compile_s = time.perf_counter() - start
-    state, _ = train_chunk(state)
-    while int(jax.device_get(state.updates).min()) == 0:  # the replay cannot sample yet
-        state, _ = train_chunk(state)
-    jax.block_until_ready(state)
-    t_before = int(jax.device_get(compiled.unpad(state.t_env)).sum())
-    start = time.perf_counter()
-    for _ in range(chunks):
-        state, metrics = train_chunk(state)
-    jax.block_until_ready(state)
-    seconds = time.perf_counter() - start
-    steps = int(jax.device_get(compiled.unpad(state.t_env)).sum()) - t_before
+    state = warm_up(train_chunk, state)
+    state, metrics, steps, seconds = time_chunks(compiled, train_chunk, state, chunks)
     return {
         "compile_s": round(compile_s, 1),
         "steps_per_s_per_seed": round(steps / seconds / seeds, 1),
