@@ -15,9 +15,25 @@ speak the same protocol:
 Verbs. :meth:`WorkerPool.reset` starts episodes and :meth:`WorkerPool.step` steps the live
 ones. Actions are checked on the host before anything is sent (:func:`envs.spec.check_actions`):
 an unavailable or out-of-range action raises :class:`InvalidActionError` naming worker, agent
-and action. A worker that fails on reset is restarted and reset again; one that fails during a
-step loses only its current episode (see "Faults" in envs/pool_processes.py) and its row is a
-placeholder.
+and action. A worker that fails on reset is reset again (nothing is dropped): on the same process
+when its env gave up on the reset (SMAC lost its connection to the game while resetting), on a
+fresh process otherwise or when that happens twice in a row. One that fails during a step loses
+only its current episode (see "Faults" in envs/pool_processes.py) and its row is a placeholder.
+:meth:`WorkerPool.save_replay` makes every "smac" worker save a StarCraft II replay of its game.
+
+Seeds. ``reset(worker_ids, seeds)`` passes one seed (int or None) per worker: a "smax" worker
+then sets its key to ``jax.random.key(seed)`` before resetting, so that episode (its reset and
+the step keys that follow) depends on the seed alone, not on the process that plays it; None
+continues the worker's key from where it is (a stream seeded from the pool's ``seed``, new after
+every restart, or from the worker's last episode seed).
+"smac" workers ignore episode seeds: StarCraft II seeds a game once, when SMAC launches it.
+``run_episodes(act_fn, n_episodes, episode_seed)`` gives the k-th reset it sends (k = 0, 1, ...
+in the order sent: round by round, ascending worker index within a round, the extra rounds that
+replace dropped episodes included; a retried reset keeps its seed) the 31-bit seed
+``np.random.SeedSequence([episode_seed, k]).generate_state(1)[0] >> 1``
+(:func:`episode_seed_at`). As episodes are returned in the same order, with no faults the
+returned episodes depend only on ``episode_seed`` and ``act_fn`` (if ``act_fn`` is a function of
+its inputs), not on ``n_workers`` or on which process played them.
 
 Episode protocol. :meth:`WorkerPool.run_episodes` runs synchronous rounds, like PyMARL's parallel
 runner: at the start of a round up to ``n_workers`` workers reset; each step the host calls
@@ -83,6 +99,7 @@ __all__ = [
     "WorkerPoolError",
     "WorkerSpec",
     "check_actions",
+    "episode_seed_at",
 ]
 
 logger = logging.getLogger(__name__)
@@ -90,6 +107,31 @@ logger = logging.getLogger(__name__)
 ActFn = Callable[[TimeStep, np.ndarray], Any]
 """``act_fn(timestep, first) -> actions``: timestep leaves [n_workers, ...], first [n_workers]
 bool (row starts an episode this step), actions [n_workers, n_agents] int."""
+
+_SEED_BOUND = 2**32  # jax.random.key keeps 32 bits of a seed unless jax_enable_x64 is set
+
+
+def episode_seed_at(episode_seed: int, k: int) -> int:
+    """The seed of the k-th reset sent by ``run_episodes(..., episode_seed)``: 31 bits of
+    ``np.random.SeedSequence([episode_seed, k])``."""
+    return int(np.random.SeedSequence([episode_seed, k]).generate_state(1)[0] >> 1)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _check_seeds(seeds: Sequence[int | None] | np.ndarray | None, n: int) -> list[int | None]:
+    """``seeds`` for reset as [n] Python ints or None (all None when ``seeds`` is None)."""
+    if seeds is None:
+        return [None] * n
+    out = list(seeds)
+    if len(out) != n:
+        raise ValueError(f"seeds must have one entry per worker reset ({n}), got {len(out)}")
+    bad = [s for s in out if s is not None and not (_is_int(s) and 0 <= int(s) < _SEED_BOUND)]
+    if bad:
+        raise ValueError(f"seeds must be None or integers in [0, 2**32), got {bad[0]!r}")
+    return [None if s is None else int(s) for s in out]
 
 
 class WorkerPool(WorkerProcesses):
@@ -146,38 +188,65 @@ class WorkerPool(WorkerProcesses):
         return tuple(out)
 
     # ------------------------------------------------------------------ verbs
-    def reset(self, worker_ids: Sequence[int] | np.ndarray | None = None) -> TimeStep:
+    def reset(
+        self,
+        worker_ids: Sequence[int] | np.ndarray | None = None,
+        seeds: Sequence[int | None] | np.ndarray | None = None,
+    ) -> TimeStep:
         """Start a new episode on ``worker_ids`` (default all); any episode they were playing is
-        abandoned. A worker that fails here is restarted and reset again (nothing is dropped).
+        abandoned. ``seeds``: [len(worker_ids)] int or None, each worker's episode seed (see
+        module doc, "Seeds"); default None for all.
+
+        A worker whose env gives up on the reset (reply "drop") is reset again on the same
+        process, and replaced if it gives up twice in a row; one that dies, raises or hangs is
+        replaced and reset again. Retries keep the seed; nothing is dropped. A worker that fails
+        more than ``max_start_failures`` times raises WorkerPoolError.
 
         Returns the first TimeStep of each, leaves [len(worker_ids), ...] numpy.
         """
         self._check_open()
-        ids = self._ids(worker_ids)
-        todo = [int(i) for i in ids]
+        ids = [int(i) for i in self._ids(worker_ids)]
+        seed_of = dict(zip(ids, _check_seeds(seeds, len(ids)), strict=True))
+        failures = dict.fromkeys(ids, 0)
         rows: dict[int, Row] = {}
-        attempts = 0
+        todo = ids
         while todo:
             slots = [self._slots[i] for i in todo]
-            sent = self._send(slots, [("reset", None)] * len(slots))
-            replies = self._gather(sent, self.timeout)
+            sent = self._send(slots, [("reset", seed_of[i]) for i in todo])
+            replies = self._gather(sent, {slot.index: self._reset_timeout(slot) for slot in slots})
             failed = []
             for slot in slots:
-                kind, payload = replies.get(slot.index, ("dead", "could not send"))
+                kind, payload = replies.get(slot.index, ("dead", "could not send to the worker"))
                 if kind == "row":
-                    rows[slot.index] = self._checked_row(slot, payload)
-                    slot.running, slot.steps, slot.last = True, 0, rows[slot.index]
-                else:
-                    failed.append(slot.index)
-                    logger.warning("worker %d failed on reset: %s", slot.index, str(payload))
-                    slot.running = False
-                    if kind != "drop":
-                        self._restart(slot)
+                    rows[slot.index] = self._started(slot, payload)
+                    continue
+                slot.running, slot.steps, slot.last = False, 0, None
+                failures[slot.index] += 1
+                if failures[slot.index] > self.max_start_failures:
+                    raise WorkerPoolError(
+                        f"worker {slot.index} keeps failing on reset; last: {_last_line(payload)}"
+                    )
+                self._reset_failed(slot, kind, payload, again=failures[slot.index] > 1)
+                failed.append(slot.index)
             todo = failed
-            attempts += 1
-            if todo and attempts > self.max_start_failures:
-                raise WorkerPoolError(f"workers {todo} keep failing on reset")
-        return self._stack([rows[int(i)] for i in ids])
+        return self._stack([rows[i] for i in ids])
+
+    def _started(self, slot: _Slot, payload: Any) -> Row:
+        """Book a worker's answered reset: its episode is in progress from row ``payload``."""
+        row = self._checked_row(slot, payload)
+        slot.fresh, slot.running, slot.steps, slot.last = False, True, 0, row
+        return row
+
+    def _reset_failed(self, slot: _Slot, kind: str, payload: Any, again: bool) -> None:
+        """After a failed reset: keep the process if its env gave up on the reset ("drop") for
+        the first time in a row (``again`` False), else replace it."""
+        if kind == "drop":
+            slot.fresh = False  # it answered: the game is up, the retry is an ordinary reset
+            logger.warning("worker %d: the environment gave up on reset: %s", slot.index, payload)
+        else:
+            logger.warning("worker %d failed on reset: %s", slot.index, str(payload))
+        if kind != "drop" or again:
+            self._restart(slot)
 
     def step(
         self, actions: Any, worker_ids: Sequence[int] | np.ndarray | None = None
@@ -223,7 +292,9 @@ class WorkerPool(WorkerProcesses):
                 records.append(self._drop(slot, str(payload), restart=True))
         return StepResult(self._stack(rows), ids, mask, tuple(records))
 
-    def run_episodes(self, act_fn: ActFn, n_episodes: int) -> Rollout:
+    def run_episodes(
+        self, act_fn: ActFn, n_episodes: int, episode_seed: int | None = None
+    ) -> Rollout:
         """Play until ``n_episodes`` episodes have finished; return them (see module doc).
 
         ``act_fn(timestep, first) -> actions`` is called once per step with a TimeStep of leaves
@@ -232,19 +303,29 @@ class WorkerPool(WorkerProcesses):
         only the live rows are used (and validated). Dropped episodes are replaced by extra
         rounds; a round that loses all its episodes five times in a row raises. Episodes come
         in order of round, then worker.
+
+        ``episode_seed`` (non-negative int): the k-th reset sent by this call gets the seed
+        :func:`episode_seed_at` (episode_seed, k) (module doc, "Seeds"), so that without faults
+        the episodes depend on episode_seed and act_fn only. None: the workers' own streams.
         """
         self._check_open()
         if isinstance(n_episodes, bool) or not isinstance(n_episodes, int) or n_episodes < 1:
             raise ValueError(f"n_episodes must be an integer >= 1, got {n_episodes!r}")
+        if episode_seed is not None and not (_is_int(episode_seed) and episode_seed >= 0):
+            raise ValueError(f"episode_seed must be None or an integer >= 0, got {episode_seed!r}")
         limit = self.info.episode_limit
         finished: list[tuple[int, list[Row], list[np.ndarray]]] = []
         dropped: list[DroppedEpisode] = []
-        rounds = failed_rounds = 0
+        rounds = failed_rounds = resets_sent = 0
         while len(finished) < n_episodes:
             ids = np.arange(min(self.n_workers, n_episodes - len(finished)))
             rows = [self._placeholder] * self.n_workers
             first = np.zeros(self.n_workers, dtype=bool)
-            start = self.reset(ids)
+            seeds = None
+            if episode_seed is not None:
+                seeds = [episode_seed_at(episode_seed, resets_sent + k) for k in range(len(ids))]
+            resets_sent += len(ids)
+            start = self.reset(ids, seeds)
             trajectories: dict[int, tuple[list[Row], list[np.ndarray]]] = {}
             for k, i in enumerate(ids):
                 row = _row_at(start, k)
@@ -293,3 +374,40 @@ class WorkerPool(WorkerProcesses):
         return Rollout(
             episodes=_pad_episodes(finished, self.info), dropped=tuple(dropped), rounds=rounds
         )
+
+    def save_replay(self) -> None:
+        """Make every worker save a StarCraft II replay of its game so far ("smac" only; SMAC's
+        ``save_replay``). The file goes to env_options' ``replay_dir`` (relative to StarCraft
+        II's Replays folder unless absolute), named ``<replay_prefix>_worker<i>_<UTC time>``
+        (envs/smac.py, "Options"). Call it after at least one reset.
+
+        Raises ValueError for backend "smax" (before sending anything), WorkerPoolError naming
+        the workers that could not save one (a worker that died or hung on the way is replaced,
+        its episode dropped).
+        """
+        if self.backend != "smac":
+            raise ValueError("SC2 replays need backend 'smac' (StarCraft II)")
+        self._check_open()
+        slots = list(self._slots)
+        sent = self._send(slots, [("save_replay", None)] * len(slots))
+        replies = self._gather(sent, self.timeout)
+        problems = []
+        for slot in slots:
+            kind, payload = replies.get(slot.index, ("dead", "could not send to the worker"))
+            if kind == "saved":
+                continue
+            problems.append(f"worker {slot.index}: {_last_line(payload)}")
+            if kind == "failed":
+                continue
+            if slot.running:
+                self._drop(slot, f"worker lost while saving a replay: {payload}", restart=True)
+            else:
+                self._restart(slot)
+        if problems:
+            raise WorkerPoolError(f"could not save replays: {'; '.join(problems)}")
+
+
+def _last_line(text: Any) -> str:
+    """The last non-empty line of a reason or traceback."""
+    lines = str(text).strip().splitlines()
+    return lines[-1] if lines else str(text)

@@ -7,7 +7,9 @@ processes (multiprocessing "spawn" or "forkserver" context: JAX is not fork-safe
 Every worker reports its EnvInfo when ready; they must agree. ``_send`` sends one message per
 worker and ``_gather`` collects one reply per worker, waiting on the pipes and the process
 sentinels together, so a worker that died or did not answer in time yields ``("dead", reason)``
-instead of blocking the host.
+instead of blocking the host. Replies are timed by ``timeout``, except the ready message and the
+first reset of every (re)started process, timed by ``start_timeout``: that reset is where SMAC
+launches StarCraft II and loads the map (see :meth:`WorkerProcesses._reset_timeout`).
 
 Faults. A worker that dies, raises, or does not answer within ``timeout`` seconds is replaced
 by a fresh process (new seed stream). Only its current episode is dropped: the drop is logged
@@ -22,6 +24,9 @@ fresh slot, so a restart forgets the episode.
 
 Shutdown. ``close()``, leaving a ``with`` block, garbage collection and interpreter exit all
 shut the workers down (they also exit by themselves when the host's end of the pipe closes).
+Every worker leads its own process group (envs/pool_worker.py), and a worker that is stopped,
+on restart or on shutdown, is stopped with its whole group: SIGTERM to the worker (it closes its
+env), then SIGKILL to the group, so that no StarCraft II process outlives its worker.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import logging
 import multiprocessing
 import multiprocessing.connection as mp_connection
 import os
+import signal
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -62,6 +68,7 @@ class _Slot:
     process: BaseProcess
     conn: Connection
     generation: int
+    fresh: bool = True  # no reset answered yet: the next one is timed by start_timeout
     running: bool = False  # an episode is in progress (may be stepped)
     steps: int = 0  # transitions in the current episode
     last: Row | None = None  # the worker's latest TimeStep
@@ -81,15 +88,25 @@ def _shutdown(slots: list[_Slot], timeout: float) -> None:
 
 
 def _kill(slot: _Slot) -> None:
-    """Stop one worker now: SIGTERM, then SIGKILL; close the host's end of its pipe."""
+    """Stop one worker now: SIGTERM to it (it closes its env), then SIGKILL to its process
+    group (whatever it started, e.g. StarCraft II); close the host's end of its pipe."""
     if slot.process.is_alive():
         slot.process.terminate()
         slot.process.join(5.0)
+    _kill_group(slot.process.pid)
     if slot.process.is_alive():
         slot.process.kill()
     slot.process.join(5.0)
     with contextlib.suppress(Exception):
         slot.conn.close()
+
+
+def _kill_group(pid: int | None) -> None:
+    """SIGKILL the process group led by worker ``pid`` (no-op if it is gone or not a group)."""
+    if pid is None or pid <= 1 or pid == os.getpgrp():
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
 
 
 class WorkerProcesses:
@@ -107,7 +124,8 @@ class WorkerProcesses:
             used instead of ``envs.make``.
         context: "spawn" (default) or "forkserver"; "fork" is refused (JAX is not fork-safe).
         timeout: seconds to wait for any reply before declaring a worker hung (None: forever).
-        start_timeout: seconds a (re)starting worker may take to report ready.
+        start_timeout: seconds a (re)starting worker may take to report ready, and to answer
+            its first reset (SMAC launches StarCraft II there).
         close_timeout: seconds ``close`` waits before terminating workers.
         max_start_failures: consecutive failed restarts of one worker before giving up.
         platform: JAX platform for "smax" workers (default "cpu"; None leaves JAX to choose).
@@ -244,20 +262,32 @@ class WorkerProcesses:
                     f"worker {slot.index} failed to restart {failures} times; last error:\n{result}"
                 )
 
-    def _gather(self, slots: Sequence[_Slot], timeout: float | None) -> dict[int, tuple[str, Any]]:
-        """One reply per slot: the worker's message, or ("dead", reason) if it died/hung."""
+    def _reset_timeout(self, slot: _Slot) -> float | None:
+        """Seconds the slot's reset may take: ``start_timeout`` for the first reset of a
+        (re)started process (SMAC launches StarCraft II and loads the map there), else
+        ``timeout``."""
+        return self.start_timeout if slot.fresh else self.timeout
+
+    def _gather(
+        self, slots: Sequence[_Slot], timeout: float | None | Mapping[int, float | None]
+    ) -> dict[int, tuple[str, Any]]:
+        """One reply per slot: the worker's message, or ("dead", reason) if it died/hung.
+        ``timeout``: seconds for every slot, or a mapping worker index -> seconds (None: wait
+        forever)."""
         replies: dict[int, tuple[str, Any]] = {}
         pending = {slot.conn: slot for slot in slots}
         by_sentinel = {slot.process.sentinel: slot for slot in slots}
-        deadline = None if timeout is None else time.monotonic() + timeout
+        limits = {
+            slot.index: timeout.get(slot.index) if isinstance(timeout, Mapping) else timeout
+            for slot in slots
+        }
+        start = time.monotonic()
+        deadlines = {i: None if t is None else start + t for i, t in limits.items()}
         while pending:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            waitables = [*pending, *(s.process.sentinel for s in pending.values())]
+            finite = [d for p in pending.values() if (d := deadlines[p.index]) is not None]
+            left = max(0.0, min(finite) - time.monotonic()) if finite else None
+            waitables = [*pending, *(p.process.sentinel for p in pending.values())]
             ready = mp_connection.wait(waitables, timeout=left)
-            if not ready:
-                for slot in pending.values():
-                    replies[slot.index] = ("dead", f"no reply within {timeout} s (hung)")
-                break
             for obj in ready:
                 slot = pending.get(obj) if isinstance(obj, Connection) else by_sentinel.get(obj)
                 if slot is None or slot.conn not in pending:
@@ -270,6 +300,12 @@ class WorkerProcesses:
                 else:
                     replies[slot.index] = ("dead", self._death(slot))
                 del pending[slot.conn]
+            now = time.monotonic()
+            for conn, slot in list(pending.items()):
+                deadline = deadlines[slot.index]
+                if deadline is not None and now >= deadline:
+                    replies[slot.index] = ("dead", f"no reply within {limits[slot.index]} s (hung)")
+                    del pending[conn]
         return replies
 
     @staticmethod

@@ -5,6 +5,11 @@ protocol a worker drives, the "smax" backend :class:`JaxWorkerEnv` (the "smac" o
 :class:`envs.smac.SmacWorkerEnv`), and :func:`_worker_main`, the process body that answers the
 host's messages. Processes are started by :class:`~envs.pool.WorkerPool` with the "spawn" or
 "forkserver" context, so everything here is imported by module path in the child.
+
+Each worker process leads its own process group (``os.setsid`` first thing in
+:func:`_worker_main`), so that whatever it starts, StarCraft II included (pysc2 starts the game
+with a plain ``subprocess.Popen``, in its parent's group), can be killed with it by the host
+(``os.killpg``, see envs/pool_processes.py).
 """
 
 from __future__ import annotations
@@ -51,13 +56,20 @@ class WorkerSpec:
 
 
 class WorkerEnv(Protocol):
-    """What a worker process drives: numpy in, one Row (fields in FIELDS order) out."""
+    """What a worker process drives: numpy in, one Row (fields in FIELDS order) out.
+
+    ``reset(seed)``: with an int seed the episode must be a function of that seed alone (where
+    the backend can do it, see each class); None continues the worker's own stream.
+    ``save_replay()``: save a replay of the game so far, or raise saying why there is none.
+    """
 
     info: EnvInfo
 
-    def reset(self) -> Row: ...
+    def reset(self, seed: int | None = None) -> Row: ...
 
     def step(self, actions: np.ndarray) -> Row: ...
+
+    def save_replay(self) -> None: ...
 
     def close(self) -> None: ...
 
@@ -115,7 +127,12 @@ class JaxWorkerEnv:
         host = self._jax.device_get(timestep)
         return tuple(np.asarray(getattr(host, name)) for name in FIELDS)
 
-    def reset(self) -> Row:
+    def reset(self, seed: int | None = None) -> Row:
+        """Start an episode. With ``seed`` the worker's key becomes ``jax.random.key(seed)``
+        first, so the episode (its reset and every later step key) depends on the seed alone;
+        None continues the worker's stream."""
+        if seed is not None:
+            self._key = self._jax.random.key(seed)
         self._key, timestep, self._state = self._reset(self._key)
         return self._row(timestep)
 
@@ -126,14 +143,31 @@ class JaxWorkerEnv:
         self._key, timestep, self._state = self._step(self._key, self._state, actions)
         return self._row(timestep)
 
+    def save_replay(self) -> None:
+        raise NotImplementedError("SC2 replays need backend 'smac' (StarCraft II)")
+
     def close(self) -> None:
         self._state = None
 
 
+def _save_replay(env: WorkerEnv) -> tuple[str, Any]:
+    """The reply to ("save_replay", None): ("saved", None), or ("failed", traceback) when the
+    env could not save one (the worker carries on)."""
+    try:
+        env.save_replay()
+    except Exception:
+        return ("failed", traceback.format_exc())
+    return ("saved", None)
+
+
 def _worker_main(conn: Connection, spec: WorkerSpec) -> None:
-    """Worker process body. Messages host -> worker: ("reset", None), ("step", actions
-    [n_agents] int32), ("close", None). Worker -> host: ("ready", EnvInfo), ("row", Row),
-    ("drop", reason) for an episode the env gave up on, ("error", traceback) before exiting."""
+    """Worker process body. Messages host -> worker: ("reset", seed: int | None), ("step",
+    actions [n_agents] int32), ("save_replay", None), ("close", None). Worker -> host: ("ready",
+    EnvInfo), ("row", Row), ("drop", reason) for an episode (or a reset) the env gave up on,
+    ("saved", None) / ("failed", traceback) for save_replay, ("error", traceback) before
+    exiting."""
+    with contextlib.suppress(OSError):  # lead a process group: the host kills it as one
+        os.setsid()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the host's to handle
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # run `finally` (closes SC2)
     env: WorkerEnv | None = None
@@ -150,7 +184,7 @@ def _worker_main(conn: Connection, spec: WorkerSpec) -> None:
                 break
             try:
                 if kind == "reset":
-                    reply = ("row", env.reset())
+                    reply = ("row", env.reset(seed=payload))
                 elif kind == "step":
                     n_steps += 1
                     if spec.crash_at_step is not None and n_steps == spec.crash_at_step:
@@ -160,6 +194,8 @@ def _worker_main(conn: Connection, spec: WorkerSpec) -> None:
                             time.sleep(60.0)
                         raise RuntimeError(f"injected fault at step {n_steps}")
                     reply = ("row", env.step(payload))
+                elif kind == "save_replay":
+                    reply = _save_replay(env)
                 else:
                     raise ValueError(f"unknown message {kind!r}")
             except EpisodeFault as fault:

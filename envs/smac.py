@@ -13,6 +13,17 @@ equals the paper authors' 1e-10 except for units at exactly the same spot. For
 maps keep a fixed scale). ``expert_view="full_obs"`` recomputes the observation with SMAC's own
 sight (the override switched off); ``"state"`` is ``get_state()`` plus the agent's one-hot id.
 Attack availability is SMAC's (shoot range, whatever the sight), as in the authors' code.
+``obs_instead_of_state=True`` is refused when ``sight_range`` is set: SMAC's ``get_state`` then
+returns the agents' concatenated observations, which the sight limits too (at sight 0 the
+"global" state would hide every other unit, and so would ``expert_view="state"``).
+
+Options. ``env_options`` other than ours go to ``StarCraft2Env``, except ``seed`` and
+``map_name``, which are refused on the host: the pool's ``seed`` argument seeds each worker
+process's game (SMAC passes it to StarCraft II when it launches the game), and the map is the
+pool's ``map_name`` argument. SMAC's ``replay_dir`` / ``replay_prefix`` do go through; each
+worker appends ``_worker<i>`` to the prefix (default the map name), because pysc2 names a replay
+``<prefix>_<UTC time to the second>`` and workers saving in the same second would overwrite
+each other's. :meth:`WorkerPool.save_replay` makes every worker save one.
 
 Time limits. SMAC ends an episode when the battle is decided, or when its step count reaches
 ``episode_limit``, and reports the latter as ``info["episode_limit"] = True`` only when the env
@@ -22,9 +33,25 @@ decided on the last step is a real ending, as SMAC checks the battle first).
 ``env_options["episode_limit"]`` may shorten SMAC's per-map limit. ``won`` is
 ``info["battle_won"]``.
 
+Episodes. SMAC launches StarCraft II in ``reset`` while its episode counter
+``_episode_count`` is 0 and otherwise restarts the battle in the running game; the counter grows
+only when ``step`` ends an episode. Its reward normaliser ``max_reward`` gets the enemies' health
+and shields added while the counter is 0 (``init_units``). A worker whose first episode was
+abandoned or lost its connection would therefore launch a second game and count the enemies
+twice (3m: max reward 365 -> 500, every later reward x0.73). The worker prevents it: once a
+reset has succeeded, it sets the counter to 1 before any later reset while it is still 0, so
+SMAC restarts instead of launching. Episode seeds (``reset(seed)``) are ignored: StarCraft II
+seeds a game once, when it is launched.
+
 Faults. An episode SMAC gives up on (it lost its connection to the game and restarted
 StarCraft II, returning ``terminated`` with an empty ``info``) raises
 :class:`~envs.pool.EpisodeFault` in the worker: the pool drops it without replacing the process.
+A connection lost during ``reset`` is silent in SMAC (it restarts the game but keeps the old
+unit lists, so the next step would find every unit dead: a draw); the worker notices it from
+``force_restarts`` and raises EpisodeFault, and the pool resets that worker again. If that
+happens in the worker's first reset, when SMAC may have counted the enemies into
+``max_reward`` twice or not at all, the worker raises instead and the pool replaces the process.
+StarCraft II runs in the worker's process group, which the pool kills with the worker.
 """
 
 from __future__ import annotations
@@ -158,8 +185,22 @@ def check_smac_backend(map_name: str, env_options: Mapping[str, Any]) -> None:
 
 def _check_smac_options(options: dict[str, Any]) -> tuple[float | None, str, int | None]:
     """Pop and check our options from SMAC env_options (the rest goes to StarCraft2Env):
-    returns (sight_range, expert_view, episode_limit); forces continuing_episode=True."""
+    returns (sight_range, expert_view, episode_limit); forces continuing_episode=True. Refuses
+    ``seed``, ``map_name``, and ``obs_instead_of_state`` with a sight range (module doc)."""
+    if "seed" in options:
+        raise ValueError(
+            "env_options['seed'] is not allowed: use WorkerPool's seed argument "
+            "(each worker process gets its own game seed from it)"
+        )
+    if "map_name" in options:
+        raise ValueError("env_options['map_name'] is not allowed: pass the map as map_name")
     sight = validate_sight_range(options.pop("sight_range", None))
+    if sight is not None and options.get("obs_instead_of_state", False):
+        raise ValueError(
+            "obs_instead_of_state=True with sight_range makes SMAC's state the agents' "
+            "concatenated sight-limited observations (at sight 0 it hides every other unit); "
+            "leave it False"
+        )
     expert_view = validate_expert_view(options.pop("expert_view", "full_obs"))
     limit = options.pop("episode_limit", None)
     if limit is not None and (isinstance(limit, bool) or int(limit) != limit or limit < 1):
@@ -179,7 +220,7 @@ class SmacWorkerEnv:
     def __init__(self, spec: WorkerSpec) -> None:
         options = dict(spec.env_options)
         sight, expert_view, limit = _check_smac_options(options)
-        options.setdefault("seed", spec.seed)
+        options["seed"] = spec.seed
 
         from smac.env import StarCraft2Env
 
@@ -187,6 +228,9 @@ class SmacWorkerEnv:
         self.env = env = StarCraft2Env(map_name=spec.map_name, **options)
         if limit is not None:
             env.episode_limit = limit
+        # pysc2 names replays <prefix>_<UTC second>: one prefix per worker (module doc)
+        env.replay_prefix = f"{options.get('replay_prefix') or spec.map_name}_worker{spec.index}"
+        self._launched = False  # a reset has succeeded: SMAC has launched the game
         self.sight = _SightOverride(type(env).unit_sight_range.__get__(env), sight)
         if sight is not None:
             env.unit_sight_range = self.sight  # instance attribute shadows the method
@@ -228,8 +272,27 @@ class SmacWorkerEnv:
         flags = (np.float32(reward), np.bool_(done), np.bool_(won), np.bool_(truncated))
         return (obs, expert, state, avail, *(np.asarray(f) for f in flags))
 
-    def reset(self) -> Row:
-        self.env.reset()
+    def reset(self, seed: int | None = None) -> Row:
+        """Start an episode (``seed`` is ignored: StarCraft II episodes cannot be reseeded).
+        Raises EpisodeFault when SMAC lost its connection to the game during the reset (or
+        RuntimeError, to replace the process, if that was the first reset; module doc)."""
+        del seed
+        env = self.env
+        if self._launched and env._episode_count == 0:
+            env._episode_count = 1  # restart the battle; do not launch a second game
+        restarts = env.force_restarts
+        env.reset()
+        if env.force_restarts != restarts:
+            if not self._launched:
+                raise RuntimeError(
+                    "SMAC lost its connection to StarCraft II during its first reset "
+                    "(its reward scale may be wrong): replace the worker"
+                )
+            raise EpisodeFault(
+                "SMAC lost its connection to StarCraft II during reset and restarted the game "
+                "(its unit lists are stale)"
+            )
+        self._launched = True
         return self._row(0.0, False, False, False)
 
     def step(self, actions: np.ndarray) -> Row:
@@ -242,6 +305,12 @@ class SmacWorkerEnv:
         won = bool(info.get("battle_won", False))
         truncated = bool(terminated and info.get("episode_limit", False))
         return self._row(float(reward), bool(terminated), won, truncated)
+
+    def save_replay(self) -> None:
+        """SMAC's save_replay: a replay of this worker's game so far (module doc, "Options")."""
+        if not self._launched:
+            raise RuntimeError("no StarCraft II game to save yet: reset first")
+        self.env.save_replay()
 
     def close(self) -> None:
         self.env.close()

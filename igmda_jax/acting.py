@@ -87,6 +87,17 @@ def make_networks(config: Config, info) -> Networks:
     )
 
 
+def training_actors(config: Config) -> str:
+    """Which networks training collection runs (``rollout.collect``'s ``networks``): only the
+    one that can act, the expert for -bc and the learner for -da without DAgger mixing
+    (the agreement statistic is measured on test episodes); "all" otherwise."""
+    if config.variant == "bc":
+        return "expert"
+    if config.variant == "da" and config.beta_start == 0.0:
+        return "learner"
+    return "all"
+
+
 def build_inputs(
     config: Config, obs: jax.Array, last_action: jax.Array, avail: jax.Array, *, network: str
 ) -> jax.Array:

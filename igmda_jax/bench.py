@@ -12,13 +12,16 @@ times and peak memory are each case's own. Reported:
   steps/s per seed, its ratio to the random-policy env throughput of the same map and batch,
   compile seconds of the training chunk, the process's peak memory;
 * **-da cost**: time per env step of qmix-da over qmix, per map;
-* **seeds**: S seeds trained together, their time per per-seed env step over one seed's.
+* **seeds**: S seeds trained together, their time per per-seed env step over one seed's;
+* **host**: the host loop over SMAX worker processes (``--backend smax-workers``) with 1, 2, 4
+  and 8 workers: the pool's env steps/s alone, training steps/s, and the host's share of an
+  iteration (act function + learner update). ``--host`` measures only these and merges them
+  into an existing ``--out`` file.
 
 ``--quick`` (3m only) finishes within about 5 minutes on a 2-core CPU. The full run's wall time
 is written with its results. ``--readme`` replaces the README's block between
 ``<!-- bench:begin -->`` and ``<!-- bench:end -->`` with :func:`markdown` of the results (or,
-with ``--render-only``, of the existing ``--out`` file, measuring nothing). The host loop over
-worker processes (the StarCraft II path) is not measured yet.
+with ``--render-only``, of the existing ``--out`` file, measuring nothing).
 """
 
 from __future__ import annotations
@@ -47,9 +50,19 @@ FULL = {
     + [(m, "qmix", s) for m in ("3m", "8m") for s in (2, 4, 8)],
     "chunks": 4,
 }
+HOST_WORKERS = (1, 2, 4, 8)
+HOST = {"map": "3m", "chunks": 3}
 ENV_BATCH = 8  # = Config.n_envs, the batch training collects with
 ENV_STEPS = 40_000
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+def host_plan() -> list[dict[str, Any]]:
+    """The host loop's cases (``--host``, and part of the full run)."""
+    return [
+        {"kind": "host", "map": HOST["map"], "workers": w, "chunks": HOST["chunks"]}
+        for w in HOST_WORKERS
+    ]
 
 
 def plan(quick: bool) -> list[dict[str, Any]]:
@@ -62,12 +75,14 @@ def plan(quick: bool) -> list[dict[str, Any]]:
         {"kind": "train", "map": m, "alg": a, "seeds": s, "chunks": spec["chunks"]}
         for m, a, s in spec["train"]
     ]
-    return cases
+    return cases if quick else cases + host_plan()
 
 
 def case_name(case: dict[str, Any]) -> str:
     if case["kind"] == "env":
         return f"env {case['map']} x{case['n_envs']}"
+    if case["kind"] == "host":
+        return f"host {case['map']} {case['workers']} worker(s)"
     return f"train {case['map']} {case['alg']} {case['seeds']} seed(s)"
 
 
@@ -162,7 +177,27 @@ def derive(rows: Sequence[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
         if r["alg"] == "qmix" and (r["map"], "qmix") in one_seed
     ]
     seed_table.sort(key=lambda r: (r["map"], r["seeds"]))
-    return {"env": env_table, "train": train_table, "da_cost": da_table, "seeds": seed_table}
+    host_table = [
+        {
+            "map": r["map"],
+            "workers": r["workers"],
+            "pool_steps_per_s": r["pool_steps_per_s"],
+            "train_steps_per_s": r["train_steps_per_s"],
+            "host_share": r["host_share"],
+            "fused_steps_per_s": (one_seed.get((r["map"], "qmix")) or {}).get(
+                "steps_per_s_per_seed"
+            ),
+        }
+        for r in rows
+        if r["kind"] == "host"
+    ]
+    return {
+        "env": env_table,
+        "train": train_table,
+        "da_cost": da_table,
+        "seeds": seed_table,
+        "host": host_table,
+    }
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
@@ -215,6 +250,22 @@ def markdown(report: dict[str, Any]) -> str:
             for r in t["seeds"]
         ],
     )  # fmt: skip
+    if t.get("host"):
+        lines += [
+            f"Host loop (`{report.get('host_command', report['command'])}`): qmix on "
+            "`--backend smax-workers`, one seed; the pool alone plays a numpy random policy; "
+            "host share = act function + learner update over an iteration's wall time.",
+            "",
+        ]
+        lines += _table(
+            ["map", "workers", "pool steps/s", "train steps/s", "host share", "fused steps/s"],
+            [
+                (r["map"], r["workers"], _number(r["pool_steps_per_s"]),
+                 _number(r["train_steps_per_s"]), _number(r["host_share"], ".2f"),
+                 _number(r["fused_steps_per_s"]))
+                for r in t["host"]
+            ],
+        )  # fmt: skip
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -227,9 +278,12 @@ def replace_block(text: str, block: str) -> str:
     return f"{head}{BEGIN}\n{block}{END}{tail}"
 
 
-def run(quick: bool, timeout_s: float, write=print) -> dict[str, Any]:
-    """Measure every case of the plan (progress on ``write``) and derive the tables."""
-    cases = plan(quick)
+def run(
+    quick: bool, timeout_s: float, write=print, cases: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """Measure every case of the plan (or ``cases``; progress on ``write``), derive the
+    tables."""
+    cases = plan(quick) if cases is None else cases
     start = time.perf_counter()
     rows = []
     for index, case in enumerate(cases, 1):
@@ -246,6 +300,20 @@ def run(quick: bool, timeout_s: float, write=print) -> dict[str, Any]:
     }
 
 
+def merge_host(report: dict[str, Any] | None, host: dict[str, Any]) -> dict[str, Any]:
+    """``report`` with its host rows replaced by those of ``host`` (a ``--host`` run)."""
+    if report is None:
+        return {**host, "command": "igmda bench --host"}
+    rows = [r for r in report["rows"] if r["kind"] != "host"] + host["rows"]
+    return {
+        **report,
+        "rows": rows,
+        "tables": derive(rows),
+        "host_command": "igmda bench --host",
+        "host_wall_s": host["wall_s"],
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="igmda bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="3m only, about 5 minutes")
@@ -254,12 +322,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--render-only", action="store_true", help="measure nothing: render --out into --readme"
     )
+    parser.add_argument(
+        "--host", action="store_true", help="only the host loop's cases, merged into --out"
+    )
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per case")
     args = parser.parse_args(argv)
     if args.render_only:
         if args.readme is None:
             parser.error("--render-only needs --readme")
         report = json.loads(args.out.read_text())
+    elif args.host:
+        try:
+            measured = run(False, args.timeout, lambda line: print(line, flush=True), host_plan())
+        except (RuntimeError, subprocess.TimeoutExpired) as error:
+            print(f"igmda bench: {error}", file=sys.stderr)
+            return 1
+        report = merge_host(
+            json.loads(args.out.read_text()) if args.out.exists() else None, measured
+        )
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=1) + "\n")
     else:
         try:
             report = run(args.quick, args.timeout, write=lambda line: print(line, flush=True))

@@ -10,7 +10,12 @@ Cases:
 * ``{"kind": "train", "map", "alg", "seeds", "chunks"}``: the fused training loop as ``igmda
   train --alg A --map M --sight-range 0 --seeds S`` builds it (every default): compile seconds
   of the training chunk, env steps/s per seed over ``chunks`` chunks once the replay can
-  sample, mean episode length, peak resident memory of the process.
+  sample, mean episode length, peak resident memory of the process;
+* ``{"kind": "host", "map", "workers", "chunks"}``: the host loop (``igmda train --backend
+  smax-workers --workers-per-seed W``, qmix, one seed): env steps/s of the worker pool alone
+  (a numpy random policy, no network) and of whole training iterations (collection + act +
+  update), and the host's share of an iteration: seconds in the act function and in the
+  learner update over the iteration's wall seconds.
 
 Timings take the fastest of a few repeats (env) or the mean over chunks (train); run them on an
 otherwise idle machine, one at a time (``igmda bench`` does).
@@ -26,6 +31,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 import envs
 from envs.rollout import make_random_rollout, random_available_actions
@@ -137,6 +143,41 @@ def train_case(map_name: str, alg: str, seeds: int, chunks: int) -> dict[str, An
     }
 
 
+def host_case(map_name: str, workers: int, chunks: int) -> dict[str, Any]:
+    """The host loop's throughput with ``workers`` SMAX worker processes (module docstring)."""
+    from igmda_jax.host import HostCompiled
+    from igmda_jax.run import SEED_AXIS, worker_env_options
+
+    config = make_config(
+        alg="qmix", map=map_name, sight_range=0.0, backend="smax-workers", workers_per_seed=workers
+    )
+    rng = np.random.default_rng(0)
+
+    def random_policy(timestep, first):
+        avail = np.asarray(timestep.avail)
+        return np.argmax(rng.random(avail.shape) * avail, axis=-1)
+
+    with HostCompiled(config, worker_env_options(config), SEED_AXIS) as compiled:
+        pool = compiled.pools[0]
+        pool.run_episodes(random_policy, config.n_envs, episode_seed=0)  # warm the workers
+        start, pool_steps = time.perf_counter(), 0
+        for i in range(chunks * config.iterations_per_call):
+            pool_steps += pool.run_episodes(random_policy, config.n_envs, episode_seed=i).env_steps
+        pool_s = time.perf_counter() - start
+        state = jax.block_until_ready(compiled.init(seed_keys(config)))
+        state = warm_up(compiled.train_chunk, state)
+        compiled.seconds.clear()
+        state, _, steps, seconds = time_chunks(compiled, compiled.train_chunk, state, chunks)
+        act_s, learn_s = compiled.seconds["act"], compiled.seconds["learn"]
+    return {
+        "pool_steps_per_s": round(pool_steps / pool_s, 1),
+        "train_steps_per_s": round(steps / seconds, 1),
+        "act_share": round(act_s / seconds, 3),
+        "learn_share": round(learn_s / seconds, 3),
+        "host_share": round((act_s + learn_s) / seconds, 3),
+    }
+
+
 def device_peak_mib() -> float | None:
     """Peak memory the first device's allocator reports (GPU/TPU), MiB; None on the CPU."""
     stats = jax.local_devices()[0].memory_stats()
@@ -156,6 +197,8 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
         numbers = env_case(case["map"], case["n_envs"], case["steps"])
     elif case["kind"] == "train":
         numbers = train_case(case["map"], case["alg"], case["seeds"], case["chunks"])
+    elif case["kind"] == "host":
+        numbers = host_case(case["map"], case["workers"], case["chunks"])
     else:
         raise ValueError(f"unknown bench case kind {case['kind']!r}")
     return {**case, **numbers, "peak_rss_mib": peak_rss_mib()}

@@ -155,7 +155,7 @@ def parse_train_args(argv: list[str]) -> TrainRequest:
         config.validate()
     except ConfigError as error:
         raise SystemExit(f"igmda train: {error}") from None
-    if config.map not in envs.list_maps():
+    if config.backend != "smac" and config.map not in envs.list_maps():  # SC2 has its own maps
         raise SystemExit(
             f"igmda train: unknown map {config.map!r}; known maps: {', '.join(envs.list_maps())}"
         )
@@ -170,7 +170,15 @@ def train_command(argv: list[str]) -> None:
     from igmda_jax.run import run
 
     request = parse_train_args(argv)
-    summary = run(request.config, request.out_dir, resume=request.resume, progress=request.progress)
+    from envs.smac import SmacNotAvailableError
+    from igmda_jax.host import HostBackendError
+
+    try:
+        summary = run(
+            request.config, request.out_dir, resume=request.resume, progress=request.progress
+        )
+    except (SmacNotAvailableError, HostBackendError) as error:
+        raise SystemExit(f"igmda train: {error}") from None
     per_seed = " ".join(f"{w:.2f}" for w in summary["win_rate_per_seed"])
     print(
         f"final greedy win rate ({'learner' if request.config.uses_expert else 'agent'}): "
@@ -281,11 +289,21 @@ def eval_command(
     run_dir: tyro.conf.Positional[str],
     episodes: int | None = None,
     actor: str = "deployed",
+    backend: str | None = None,
+    save_replay: str | None = None,
 ) -> None:
-    """Greedy win rate of a saved run, per seed and aggregated (actor: deployed | expert)."""
+    """Greedy win rate of a saved run, per seed and aggregated (actor: deployed | expert).
+    --backend: the run's own (the default; a check); --save-replay DIR: StarCraft II replays
+    of the test episodes (runs trained with --backend smac)."""
+    from envs.smac import SmacNotAvailableError
     from igmda_jax.evaluate import evaluate_run
 
-    result = evaluate_run(run_dir, episodes=episodes, actor=actor)
+    try:
+        result = evaluate_run(
+            run_dir, episodes=episodes, actor=actor, backend=backend, save_replay=save_replay
+        )
+    except (ValueError, FileNotFoundError, SmacNotAvailableError) as error:
+        raise SystemExit(f"igmda eval: {error}") from None
     for seed, win, ret in zip(
         result["seeds"], result["win_rate_per_seed"], result["return_per_seed"], strict=True
     ):

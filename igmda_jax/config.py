@@ -18,6 +18,7 @@ MIXERS = ("vdn", "qmix", "qplex", "dmix")
 VARIANTS = ("", "-da", "-bc")
 ALGORITHMS = tuple(m + v for m in MIXERS for v in VARIANTS)
 PRESETS = ("smax", "finetuned", "authors")
+BACKENDS = ("fused", "smax-workers", "smac")
 REWARDS = ("smac", "smax", "smac_no_kill")  # envs.smax.REWARDS, without importing JaxMARL here
 OWN_FEATURES = ("smac", "smax")  # envs.smax.OWN_FEATURES
 
@@ -32,6 +33,9 @@ RESUMABLE_FIELDS = (
     "unroll_windows",
     "update_microbatches",
     "seed_vmap",
+    "workers_per_seed",
+    "worker_timeout",
+    "worker_start_timeout",
 )
 
 
@@ -73,6 +77,19 @@ class Config:
     timeout_bootstrap: bool = True
     """A time-limit ending bootstraps from the final observation (True), or counts as terminal
     as in PyMARL with SMAC's continuing_episode=False (False: the authors preset)."""
+    backend: Literal["fused", "smax-workers", "smac"] = "fused"
+    """Where episodes are played: fused = the JAX maps inside the compiled training step;
+    smax-workers = the same maps in worker processes driven by the host loop (igmda_jax/host.py);
+    smac = real StarCraft II through SMAC in worker processes, the same host loop."""
+    workers_per_seed: int = 8
+    """Host backends: environment worker processes per seed (a speed knob: each seed's
+    ``n_envs`` episodes per iteration are played in rounds of this many)."""
+    worker_timeout: float = 300.0
+    """Host backends: seconds a worker may take to answer one step or reset before it is
+    declared hung, replaced, and its episode dropped."""
+    worker_start_timeout: float = 600.0
+    """Host backends: seconds a (re)started worker may take to become ready and play its first
+    reset (StarCraft II's launch and map load)."""
     preset: str = "smax"
     """Hyperparameter preset the run started from (smax, finetuned, authors); set by --preset."""
     # budget and seeds
@@ -238,6 +255,13 @@ class Config:
         for name in positive.split():
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}; got {self.backend!r}")
+        if self.workers_per_seed < 1:
+            raise ConfigError(f"workers_per_seed must be >= 1, got {self.workers_per_seed}")
+        for name in ("worker_timeout", "worker_start_timeout"):
+            if not getattr(self, name) > 0:  # also rejects NaN
+                raise ConfigError(f"{name} must be > 0 seconds, got {getattr(self, name)}")
         if self.seed_vmap < 0:
             raise ConfigError(f"seed_vmap must be >= 0 (0 = auto), got {self.seed_vmap}")
         if self.update_microbatches < 0:

@@ -130,6 +130,11 @@ def read_expert(run_dir: str | Path) -> Expert:
         config = load_config(config_path).validate()
     except (TypeError, ConfigError) as error:
         raise ImitationError(f"cannot read the expert's config {config_path}: {error}") from None
+    if config.backend != "fused":
+        raise ImitationError(
+            f"the expert {run_dir} was trained on backend {config.backend!r}; igmda imitate "
+            "trains learners on the fused SMAX path and needs an expert trained there"
+        )
     checkpoints = run_dir / "checkpoints"
     missing = f"expert run {run_dir} has no checkpoint"
     if not checkpoints.is_dir():  # do not let CheckpointStore create it in the expert's folder

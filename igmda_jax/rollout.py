@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from envs.spec import Environment, recorder
+from envs.spec import EnvInfo, Environment, Observation, recorder
 from igmda_jax.acting import Networks, build_inputs, epsilon_greedy, q_step
 from igmda_jax.config import Config
 from igmda_jax.losses import masked_greedy_actions
@@ -41,6 +41,25 @@ class EpisodeBatch:
     rewards: jax.Array
     terminated: jax.Array
     filled: jax.Array
+
+
+def observation_episode(info: EnvInfo) -> EpisodeBatch:
+    """One zero episode as the host loop stores it: ``records`` is the Observation itself
+    (obs, expert_obs, state float32, avail bool; [T + 1, ...]), T = info.episode_limit."""
+    limit, n = info.episode_limit, info.n_agents
+    records = Observation(
+        obs=jnp.zeros((limit + 1, n, info.obs_dim), jnp.float32),
+        expert_obs=jnp.zeros((limit + 1, n, info.expert_dim), jnp.float32),
+        state=jnp.zeros((limit + 1, info.state_dim), jnp.float32),
+        avail=jnp.zeros((limit + 1, n, info.n_actions), bool),
+    )
+    return EpisodeBatch(
+        records=records,
+        actions=jnp.zeros((limit, n), jnp.int32),
+        rewards=jnp.zeros((limit,), jnp.float32),
+        terminated=jnp.zeros((limit,), bool),
+        filled=jnp.zeros((limit,), bool),
+    )
 
 
 def collect(

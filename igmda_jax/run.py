@@ -67,6 +67,17 @@ def env_options(config: Config) -> dict[str, Any]:
     return options
 
 
+def worker_env_options(config: Config) -> dict[str, Any]:
+    """Options of the host backends' worker environments: ``env_options`` for SMAX workers;
+    for StarCraft II only what SMAC's worker understands (sight, expert view, episode limit)."""
+    if config.backend != "smac":
+        return env_options(config)
+    options: dict[str, Any] = {"sight_range": config.sight_range, "expert_view": config.expert_view}
+    if config.episode_limit is not None:
+        options["episode_limit"] = config.episode_limit
+    return options
+
+
 def make_env(config: Config) -> envs.Environment:
     """The run's environment, built from the config."""
     return envs.make(config.map, **env_options(config))
@@ -93,6 +104,9 @@ class Compiled:
     seeds: int = 1
     padded_seeds: int = 1
     restore_sharding: Sharding | None = None  # for unpadded states, when padded_seeds > seeds
+
+    def close(self) -> None:
+        """Nothing to release (the host backends' ``HostCompiled`` stops its workers here)."""
 
     def place(self, state: Any) -> Any:
         """A state of ``seeds`` or ``padded_seeds`` seeds (any placement) as a working state."""
@@ -169,6 +183,21 @@ def compile_trainer(
         padded_seeds=padded,
         restore_sharding=None if padded == config.seeds else SingleDeviceSharding(devices[0]),
     )
+
+
+def compile_backend(
+    config: Config, env: envs.Environment | None = None, pool_options: dict | None = None
+) -> Any:
+    """The config's backend: ``compile_trainer`` for ``fused``, else the host loop's
+    :class:`~igmda_jax.host.HostCompiled` (its worker processes started; close it when done).
+    ``pool_options`` go to the host backends' WorkerPools (tests inject faults with them)."""
+    if config.backend == "fused":
+        return compile_trainer(config, env)
+    if env is not None:
+        raise ValueError(f"backend {config.backend!r} builds its environments in its workers")
+    from igmda_jax.host import HostCompiled  # the fused path does not need the worker pool
+
+    return HostCompiled(config, worker_env_options(config), SEED_AXIS, pool_options=pool_options)
 
 
 def seed_keys(config: Config) -> jax.Array:
@@ -258,6 +287,7 @@ def run(
     env: envs.Environment | None = None,
     initial_state: Callable[[Compiled], TrainState] | None = None,
     desc: str | None = None,
+    pool_options: dict | None = None,
 ) -> dict:
     """Train ``config`` into ``out_dir`` (or continue it with ``resume``). Returns a summary:
     final greedy win rate per seed, its mean, and the run folder.
@@ -276,13 +306,36 @@ def run(
         check_compatible(saved, config.to_dict(), RESUMABLE_FIELDS)
     elif config_path.exists():
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it")
-    out.mkdir(parents=True, exist_ok=True)
-    config_path.write_text(json.dumps(config.to_dict(), indent=1))
-    warning = record_provenance(out, resume)
-    if warning is not None:
-        print(warning, file=sys.stderr, flush=True)
+    # The backend starts before anything is written: workers that cannot start (no StarCraft
+    # II, a replay that does not fit) leave no run folder behind to block the corrected retry.
+    compiled = compile_backend(config, env, pool_options)
+    try:
+        if config.backend != "fused":
+            from igmda_jax.host import check_memory, describe_memory
 
-    compiled = compile_trainer(config, env)
+            check_memory(compiled)
+            if progress:
+                print(describe_memory(compiled), file=sys.stderr, flush=True)
+        out.mkdir(parents=True, exist_ok=True)
+        config_path.write_text(json.dumps(config.to_dict(), indent=1))
+        warning = record_provenance(out, resume)
+        if warning is not None:
+            print(warning, file=sys.stderr, flush=True)
+        return _train(config, out, compiled, resume, progress, initial_state, desc)
+    finally:
+        compiled.close()
+
+
+def _train(
+    config: Config,
+    out: Path,
+    compiled: Any,
+    resume: bool,
+    progress: bool,
+    initial_state: Callable[[Any], TrainState] | None,
+    desc: str | None,
+) -> dict:
+    """The loop of :func:`run` on a started backend."""
     used = len(compiled.sharding.device_set)
     notice = idle_devices_notice(config.seeds, used, len(jax.local_devices()))
     if notice is not None and progress:

@@ -9,6 +9,12 @@
   ``target_update_episodes`` episodes}, as one ``lax.scan``;
 * ``evaluate(state, key, actor) -> stats``: greedy test episodes.
 
+An iteration is ``begin_iteration`` (its collection key, epsilon and DAgger beta), the
+collection, and ``learn`` (everything after it). The host loop (igmda_jax/host.py) plays the
+episodes in worker processes and calls the same ``learn``: pass ``make_train`` the workers'
+:class:`~envs.spec.EnvInfo` instead of an environment; the replay then stores observations
+(``rollout.observation_episode``), and ``train_chunk``/``evaluate`` are not available.
+
 Wrap them in ``jax.vmap`` for a leading seed axis (named ``seed_axis``) and ``jax.jit`` once
 (``run.py`` does):
 ``--seeds 8`` trains 8 independent seeds in one compiled program.
@@ -29,12 +35,12 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from envs.spec import Environment, recorder
-from igmda_jax.acting import Networks, beta_at, epsilon_at, make_networks
+from envs.spec import EnvInfo, Environment, recorder
+from igmda_jax.acting import Networks, beta_at, epsilon_at, make_networks, training_actors
 from igmda_jax.config import Config
 from igmda_jax.learner import make_optimizer, update
 from igmda_jax.networks import initial_hidden
-from igmda_jax.rollout import EpisodeBatch, collect
+from igmda_jax.rollout import EpisodeBatch, collect, observation_episode
 
 
 @struct.dataclass
@@ -57,11 +63,14 @@ class Trainer:
     """Pure functions of one run configuration (see module docstring)."""
 
     config: Config
-    env: Environment
+    env: Environment | EnvInfo
     nets: Networks
     init: Callable[[jax.Array], TrainState]
     train_chunk: Callable[[TrainState], tuple[TrainState, dict[str, jax.Array]]]
     evaluate: Callable[[TrainState, jax.Array, str], dict[str, jax.Array]]
+    begin_iteration: Callable[[TrainState], tuple[jax.Array, jax.Array, jax.Array]]
+    learn: Callable[..., tuple[TrainState, dict[str, jax.Array]]]
+    summarize: Callable[[TrainState, dict[str, jax.Array]], dict[str, jax.Array]]
 
 
 def _init_params(nets: Networks, config: Config, key: jax.Array) -> dict[str, Any]:
@@ -90,15 +99,18 @@ def _init_params(nets: Networks, config: Config, key: jax.Array) -> dict[str, An
     return params
 
 
-def make_train(config: Config, env: Environment, seed_axis: str | None = None) -> Trainer:
-    """Build the pure init / train_chunk / evaluate functions for ``config`` on ``env``.
+def make_train(config: Config, env: Environment | EnvInfo, seed_axis: str | None = None) -> Trainer:
+    """Build the pure init / train_chunk / evaluate functions for ``config`` on ``env``
+    (an EnvInfo for the host loop: see the module docstring).
 
     ``seed_axis``: the axis name of the seed vmap that will wrap ``train_chunk``, if any; the
     seeds then agree on each update's unroll window (``learner.update``)."""
     config.validate()
-    nets = make_networks(config, env.info)
+    host_played = isinstance(env, EnvInfo)
+    info = env if host_played else env.info
+    nets = make_networks(config, info)
     optimizer = make_optimizer(config)
-    _, observe = recorder(env)
+    _, observe = recorder(env)  # host-played: the stored Observation itself
     buffer = fbx.make_item_buffer(
         max_length=config.buffer_size,
         min_length=config.batch_size,
@@ -108,26 +120,24 @@ def make_train(config: Config, env: Environment, seed_axis: str | None = None) -
     )
 
     def collect_episodes(params, key, n_envs, epsilon, expert_prob, networks="all"):
+        if host_played:
+            raise TypeError("this Trainer was built for the host loop: it cannot collect")
         return collect(env, nets, config, params, key, n_envs, epsilon, expert_prob, networks)
 
-    # Training collection runs only the network that can act: the expert for -bc, the learner
-    # for -da without DAgger mixing (the agreement statistic is measured on test episodes).
-    if config.variant == "bc":
-        acting_networks = "expert"
-    elif config.variant == "da" and config.beta_start == 0.0:
-        acting_networks = "learner"
-    else:
-        acting_networks = "all"
+    acting_networks = training_actors(config)
 
     def init(key: jax.Array) -> TrainState:
         params_key, example_key, key = jax.random.split(key, 3)
         params = _init_params(nets, config, params_key)
-        example, _ = jax.eval_shape(
-            lambda p, k: collect_episodes(p, k, 1, jnp.float32(1.0), jnp.float32(0.0)),
-            params,
-            example_key,
-        )
-        one_episode = jax.tree.map(lambda s: jnp.zeros(s.shape[1:], s.dtype), example)
+        if host_played:
+            one_episode = observation_episode(info)
+        else:
+            example, _ = jax.eval_shape(
+                lambda p, k: collect_episodes(p, k, 1, jnp.float32(1.0), jnp.float32(0.0)),
+                params,
+                example_key,
+            )
+            one_episode = jax.tree.map(lambda s: jnp.zeros(s.shape[1:], s.dtype), example)
         state = TrainState(
             params=params,
             target_params={"agent": params["agent"], "mixer": params["mixer"]},
@@ -160,17 +170,21 @@ def make_train(config: Config, env: Environment, seed_axis: str | None = None) -
         )
         return params, opt_state, metrics
 
-    def iteration(state: TrainState, _: None):
-        key, collect_key, update_key = jax.random.split(state.key, 3)
+    def begin_iteration(state: TrainState) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """What an iteration's collection needs: (collect_key, epsilon, expert_prob)."""
+        _, collect_key, _ = jax.random.split(state.key, 3)
+        return collect_key, epsilon_at(config, state.t_env), beta_at(config, state.t_env)
+
+    def learn(
+        state: TrainState, episodes: EpisodeBatch, stats: dict[str, jax.Array]
+    ) -> tuple[TrainState, dict[str, jax.Array]]:
+        """The rest of an iteration, after its ``n_envs`` episodes were collected (by the fused
+        ``collect`` or by the host loop): replay add, updates, target sync, metrics.
+
+        episodes: EpisodeBatch with leaves [n_envs, T (+1), ...]; stats: return, won, length
+        [n_envs]."""
+        key, _, update_key = jax.random.split(state.key, 3)
         epsilon = epsilon_at(config, state.t_env)
-        episodes, stats = collect_episodes(
-            state.params,
-            collect_key,
-            config.n_envs,
-            epsilon,
-            beta_at(config, state.t_env),
-            acting_networks,
-        )
         replay = buffer.add(state.replay, episodes)
         state = state.replace(
             replay=replay,
@@ -234,8 +248,17 @@ def make_train(config: Config, env: Environment, seed_axis: str | None = None) -
         }
         return state, metrics
 
-    def train_chunk(state: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
-        state, metrics = jax.lax.scan(iteration, state, None, length=config.iterations_per_call)
+    def iteration(state: TrainState, _: None):
+        collect_key, epsilon, expert_prob = begin_iteration(state)
+        episodes, stats = collect_episodes(
+            state.params, collect_key, config.n_envs, epsilon, expert_prob, acting_networks
+        )
+        return learn(state, episodes, stats)
+
+    def summarize(state: TrainState, metrics: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        """A chunk's metrics: per-iteration metrics [K] -> scalars (update metrics averaged
+        over the iterations that updated), with the state's counters."""
+        metrics = dict(metrics)
         updated = metrics.pop("updated")
         n_updated = jnp.maximum(updated.sum(), 1.0)
         collection = ("epsilon", "return", "win_rate", "episode_length")
@@ -247,7 +270,11 @@ def make_train(config: Config, env: Environment, seed_axis: str | None = None) -
         summary["t_env"] = state.t_env
         summary["episodes"] = state.episodes
         summary["updates"] = state.updates
-        return state, summary
+        return summary
+
+    def train_chunk(state: TrainState) -> tuple[TrainState, dict[str, jax.Array]]:
+        state, metrics = jax.lax.scan(iteration, state, None, length=config.iterations_per_call)
+        return state, summarize(state, metrics)
 
     def evaluate(
         state: TrainState, key: jax.Array, actor: str = "deployed"
@@ -266,4 +293,6 @@ def make_train(config: Config, env: Environment, seed_axis: str | None = None) -
             result["agreement"] = stats["agreement"].mean()
         return result
 
-    return Trainer(config, env, nets, init, train_chunk, evaluate)
+    return Trainer(
+        config, env, nets, init, train_chunk, evaluate, begin_iteration, learn, summarize
+    )

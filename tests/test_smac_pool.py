@@ -25,7 +25,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from envs.pool import FaultInjection, InvalidActionError, WorkerPool, WorkerPoolError
+from envs.pool import (
+    FaultInjection,
+    InvalidActionError,
+    WorkerPool,
+    WorkerPoolError,
+    episode_seed_at,
+)
+from envs.pool_types import FIELDS
 from envs.smac import SmacNotAvailableError, require_smac
 from envs.spec import EnvInfo, TimeStep, assert_timestep
 
@@ -99,6 +106,19 @@ def policy(timestep: TimeStep, first: np.ndarray) -> np.ndarray:
     del first
     rows = np.asarray(timestep.obs).shape[0]
     return 1 + (np.arange(rows)[:, None] + np.arange(2)[None, :]) % 2
+
+
+def obs_policy(timestep: TimeStep, first: np.ndarray) -> np.ndarray:
+    """Actions from each row's observation alone (t, agent id): 1 + (t + id) % 2. [n_rows, 2]."""
+    del first
+    obs = np.asarray(timestep.obs).astype(np.int64)
+    return 1 + (obs[:, :, 0] + obs[:, :, 1]) % 2
+
+
+def countdown_length(seed: int) -> int:
+    """The episode length CountdownEnv draws after a reset with episode seed ``seed``."""
+    _, sub = jax.random.split(jax.random.key(seed))  # JaxWorkerEnv's reset splits the key
+    return int(jax.random.randint(sub, (), 1, LIMIT + 1))
 
 
 def gone(pid: int, wait: float = 10.0) -> bool:
@@ -186,6 +206,52 @@ def test_episodes_of_different_lengths_in_padded_layout(pool):
     assert idle.done[1:].all() and idle.avail[1:].all() and not idle.obs[1:].any()
     for ts, _ in calls:  # rows of finished episodes are absorbing: reward 0
         assert (ts.reward[ts.done] == 0).all()
+
+
+def assert_same_episodes(a, b) -> None:
+    """Every array of two EpisodeBatches is equal, except which worker played each episode."""
+    for name in FIELDS:
+        np.testing.assert_array_equal(getattr(a.timestep, name), getattr(b.timestep, name))
+    np.testing.assert_array_equal(a.actions, b.actions)
+    np.testing.assert_array_equal(a.length, b.length)
+
+
+def test_reset_seeds_make_the_episode_a_function_of_the_seed(pool):
+    first = pool.reset(seeds=[7, 7, None])
+    lengths = first.obs[:, 0, 2].astype(int)
+    assert lengths[0] == lengths[1] == countdown_length(7)
+    np.testing.assert_array_equal(pool.reset([2], seeds=[9]).obs[0, 0, 2], countdown_length(9))
+    with pytest.raises(ValueError, match=r"one entry per worker reset \(3\), got 2"):
+        pool.reset(seeds=[1, 2])
+    with pytest.raises(ValueError, match=r"seeds must be None or integers"):
+        pool.reset(seeds=[1, -2, 3])
+
+
+def test_episode_seed_makes_episodes_independent_of_the_workers(pool):
+    with WorkerPool("smax", "countdown", 1, seed=5, make_env=make_countdown) as single:
+        one = single.run_episodes(obs_policy, 7, episode_seed=11)
+        again = single.run_episodes(obs_policy, 7, episode_seed=11)
+    three = pool.run_episodes(obs_policy, 7, episode_seed=11)
+    other = pool.run_episodes(obs_policy, 7, episode_seed=12)
+    assert_same_episodes(one.episodes, again.episodes)
+    assert_same_episodes(one.episodes, three.episodes)
+    np.testing.assert_array_equal(three.episodes.worker, [0, 1, 2, 0, 1, 2, 0])
+    expected = [countdown_length(episode_seed_at(11, k)) for k in range(7)]
+    np.testing.assert_array_equal(one.episodes.length, expected)  # reset k got seed (11, k)
+    assert not np.array_equal(other.episodes.length, one.episodes.length)
+    with pytest.raises(ValueError, match=r"episode_seed must be None or an integer >= 0"):
+        pool.run_episodes(obs_policy, 1, episode_seed=-1)
+
+
+def test_episode_seeds_count_the_resets_of_replacement_rounds():
+    fault = FaultInjection(worker=1, at_step=1)  # worker 1 dies on its first step
+    with WorkerPool("smax", "countdown", 2, make_env=make_countdown, fault_injection=fault) as p:
+        roll = p.run_episodes(obs_policy, 3, episode_seed=4)
+    # round 0 sends resets 0 (worker 0) and 1 (worker 1, dropped); round 1 sends 2 and 3
+    assert [d.worker for d in roll.dropped] == [1] and roll.rounds == 2
+    np.testing.assert_array_equal(roll.episodes.worker, [0, 0, 1])
+    expected = [countdown_length(episode_seed_at(4, k)) for k in (0, 2, 3)]
+    np.testing.assert_array_equal(roll.episodes.length, expected)
 
 
 def test_invalid_actions_rejected_before_sending(pool):
@@ -334,6 +400,16 @@ def test_smax_3m_through_the_pool():
         assert (info.map_name, info.n_agents, info.n_enemies, info.n_actions) == ("3m", 3, 3, 8)
         assert info.episode_limit == 8 and info.sight_range == 0.0
         assert_timestep(pool.reset(), info, (2,))
+        # the same episode seed on two processes: the same episode, step keys included
+        timestep = pool.reset(seeds=[5, 5])
+        for _ in range(4):
+            for name in FIELDS:
+                leaf = getattr(timestep, name)
+                np.testing.assert_array_equal(leaf[0], leaf[1], err_msg=name)
+            if timestep.done[0]:
+                break
+            action = (rng.random(timestep.avail.shape[1:]) * timestep.avail[0]).argmax(-1)
+            timestep = pool.step(np.stack([action, action])).timestep
         roll = pool.run_episodes(random_available, 4)
     ep = roll.episodes
     assert_timestep(ep.timestep, info, (4, 9))
@@ -353,29 +429,102 @@ def test_smax_3m_through_the_pool():
 
 # ---------------------------------------------------------------------------- real SMAC path
 
-FAKE_SMAC_ENV = '''
-"""A stand-in for smac.env: the documented StarCraft2Env API, no StarCraft II."""
+FAKE_SMAC_ENV = r'''
+"""A stand-in for smac.env (no StarCraft II): StarCraft2Env's API, and the behaviour of
+smac/env/starcraft2/starcraft2.py that the pool relies on, on a map of 2 agents and 1 enemy.
+
+As in SMAC: reset launches the game while _episode_count == 0 and otherwise restarts the battle;
+step adds 1 to _episode_count when it ends an episode; init_units adds the enemy's health and
+shield (a marine: 45) to max_reward while _episode_count == 0; rewards are divided by
+max_reward / reward_scale_rate; a connection lost in step or reset calls full_restart (stop the
+game, launch another, force_restarts += 1), after which step returns (0, True, {}) and reset
+returns with the old game's unit lists, so that the next step finds every unit dead (a draw);
+a launch stops the previous game (pysc2's StarcraftProcess.__del__ does, once SMAC drops it);
+save_replay writes
+$SC2PATH/Replays/<replay_dir>/<replay_prefix or map_name>_<UTC time>.SC2Replay. The "game" is a
+`sleep 600` child process; every launch writes $SC2PATH/launch-<worker pid>-<n> containing
+"<game pid> <reset|full_restart>".
+
+Knobs, environment variables read when the env is built:
+  FAKE_SMAC_EPISODES     outcome of the episode started by reset number n (1-based, cycled):
+                         "limit" runs into the time limit, "won@T" is won at step T, "lost@T"
+                         loses the connection at step T; default "limit,lost@2,won@3"
+  FAKE_SMAC_RESET_LOST   reset numbers (comma separated) that lose the connection
+  FAKE_SMAC_LAUNCH_SECONDS, FAKE_SMAC_RESTART_SECONDS: how long a launch / a restart takes
+  FAKE_SMAC_CLOSE_LEAKS  close() leaves the game running (as if pysc2 failed to stop it)
+"""
 import os
+import subprocess
+import time
 
 import numpy as np
 
 
 class StarCraft2Env:
-    def __init__(self, map_name="8m", continuing_episode=False, seed=None):
-        self.map_name, self.continuing_episode, self.seed_ = map_name, continuing_episode, seed
+    def __init__(self, map_name="8m", seed=None, continuing_episode=False,
+                 obs_instead_of_state=False, reward_scale=True, reward_scale_rate=20,
+                 replay_dir="", replay_prefix=""):
+        self.map_name, self._seed, self.continuing_episode = map_name, seed, continuing_episode
+        self.obs_instead_of_state = obs_instead_of_state
+        self.reward_scale, self.reward_scale_rate = reward_scale, reward_scale_rate
+        self.replay_dir, self.replay_prefix = replay_dir, replay_prefix
         self.n_agents, self.n_enemies, self.episode_limit = 2, 1, 7
-        self._t, self._episode = 0, 0
+        self.reward_death_value, self.reward_win = 10, 200
+        self.max_reward = self.n_enemies * self.reward_death_value + self.reward_win
+        self._episode_count = self._episode_steps = self.force_restarts = 0
+        self._sc2_proc, self._launches, self._units_of = None, 0, None
+        self._resets = 0  # not SMAC's: reset calls, shown in the state
+        knob = os.environ.get
+        self._outcomes = knob("FAKE_SMAC_EPISODES", "limit,lost@2,won@3").split(",")
+        self._reset_lost = {int(n) for n in knob("FAKE_SMAC_RESET_LOST", "").split(",") if n}
+        self._launch_s = float(knob("FAKE_SMAC_LAUNCH_SECONDS", "0"))
+        self._restart_s = float(knob("FAKE_SMAC_RESTART_SECONDS", "0"))
+        self._close_leaks = bool(knob("FAKE_SMAC_CLOSE_LEAKS"))
 
     def unit_sight_range(self, agent_id):
         return 9
 
     def get_env_info(self):
-        return {"state_shape": 2, "obs_shape": 2, "n_actions": 7, "n_agents": 2,
+        state = 2 * self.n_agents if self.obs_instead_of_state else 2
+        return {"state_shape": state, "obs_shape": 2, "n_actions": 7, "n_agents": 2,
                 "episode_limit": self.episode_limit}
 
+    def _launch(self, by="reset"):
+        self._stop_game()
+        time.sleep(self._launch_s)
+        self._sc2_proc = subprocess.Popen(["sleep", "600"])
+        self._launches += 1
+        name = f"launch-{os.getpid()}-{self._launches}"
+        with open(os.path.join(os.environ["SC2PATH"], name), "w") as f:
+            f.write(f"{self._sc2_proc.pid} {by}")
+
+    def _stop_game(self):
+        if self._sc2_proc is not None:
+            self._sc2_proc.kill()
+            self._sc2_proc.wait()
+
+    def full_restart(self):
+        self._stop_game()
+        self._launch("full_restart")
+        self.force_restarts += 1
+
     def reset(self):
-        self._t, self._episode = 0, self._episode + 1
+        self._episode_steps = 0
+        self._resets += 1
+        if self._episode_count == 0:
+            self._launch()
+        else:
+            time.sleep(self._restart_s)  # _restart: kill every unit, the map restarts the battle
+        if self._resets in self._reset_lost:
+            self.full_restart()  # observe() lost the connection: init_units is skipped
+        else:
+            self.init_units()
         return self.get_obs(), self.get_state()
+
+    def init_units(self):
+        self._units_of = self._launches
+        if self._episode_count == 0:
+            self.max_reward += 45
 
     def get_obs_agent(self, agent_id):
         sight, dist = self.unit_sight_range(agent_id), 4.0 + agent_id
@@ -385,27 +534,48 @@ class StarCraft2Env:
         return [self.get_obs_agent(i) for i in range(self.n_agents)]
 
     def get_state(self):
-        return np.array([self._t, self._episode], np.float32)
+        if self.obs_instead_of_state:
+            return np.concatenate(self.get_obs(), axis=0).astype(np.float32)
+        return np.array([self._episode_steps, self._resets], np.float32)
 
     def get_avail_actions(self):
         return [[0, 1, 1, 1, 1, 1, 1] for _ in range(self.n_agents)]
 
     def step(self, actions):
         assert len(actions) == self.n_agents and all(isinstance(a, int) for a in actions)
-        self._t += 1
-        kind = self._episode % 3  # 1: runs into the time limit, 2: connection lost, 0: won
-        if kind == 2 and self._t == 2:
+        self._episode_steps += 1
+        kind, _, at = self._outcomes[(self._resets - 1) % len(self._outcomes)].partition("@")
+        if kind == "lost" and self._episode_steps == int(at):
+            self.full_restart()
             return 0, True, {}
-        if kind == 0 and self._t == 3:
-            return 10.0, True, {"battle_won": True}
-        info = {"battle_won": False}
-        if self._t >= self.episode_limit:
+        reward, terminated, info = 1.0, False, {"battle_won": False}
+        if self._units_of != self._launches:  # stale unit lists: every unit looks dead
+            reward, terminated = 0.0, True  # game_end_code 0: a draw
+        elif kind == "won" and self._episode_steps == int(at):
+            reward, terminated, info["battle_won"] = 1.0 + self.reward_win, True, True
+        elif self._episode_steps >= self.episode_limit:
+            terminated = True
             if self.continuing_episode:
                 info["episode_limit"] = True
-            return 1.0, True, info
-        return 1.0, False, info
+        if terminated:
+            self._episode_count += 1
+        if self.reward_scale:
+            reward /= self.max_reward / self.reward_scale_rate
+        return reward, terminated, info
+
+    def save_replay(self):
+        if self._sc2_proc is None:  # SMAC: self._run_config is None before the first launch
+            raise AttributeError("'NoneType' object has no attribute 'save_replay'")
+        prefix = self.replay_prefix or self.map_name
+        folder = os.path.join(os.environ["SC2PATH"], "Replays", self.replay_dir or "")
+        os.makedirs(folder, exist_ok=True)
+        stamp = time.strftime("%Y-%m-%d-%H-%M-%S", time.gmtime())
+        with open(os.path.join(folder, f"{prefix}_{stamp}.SC2Replay"), "w") as f:
+            f.write(f"{self._episode_count} episodes")
 
     def close(self):
+        if not self._close_leaks:
+            self._stop_game()
         with open(os.path.join(os.environ["SC2PATH"], f"closed-{os.getpid()}"), "w") as f:
             f.write("closed")
 '''
@@ -424,6 +594,16 @@ def write_package(root: Path, files: dict[str, str]) -> None:
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
+
+
+def install_fake_smac(root: Path, monkeypatch: pytest.MonkeyPatch, **knobs: str) -> None:
+    """Make FAKE_SMAC_ENV the `smac.env` of this test and of the workers it starts, with
+    $SC2PATH = ``root`` and the given FAKE_SMAC_* knobs (read by each env when it is built)."""
+    write_package(root, {"smac/__init__.py": "", "smac/env/__init__.py": FAKE_SMAC_ENV})
+    monkeypatch.syspath_prepend(str(root))
+    monkeypatch.setenv("SC2PATH", str(root))
+    for name, value in knobs.items():
+        monkeypatch.setenv(name, value)
 
 
 def test_smac_backend_without_smac_gives_one_install_message(monkeypatch):
@@ -492,3 +672,21 @@ def test_smac_backend_against_a_stand_in_env(tmp_path, monkeypatch, forget_smac)
         first = pool.reset()
         np.testing.assert_array_equal(first.expert_obs[0], [[0, 1, 1, 0], [0, 1, 0, 1]])
         np.testing.assert_allclose(first.obs[0], [[1, 4 / 9], [1, 5 / 9]])  # sight None: 9
+
+
+def test_save_replay(tmp_path, monkeypatch, forget_smac, pool):
+    with pytest.raises(ValueError, match=r"^SC2 replays need backend 'smac' \(StarCraft II\)$"):
+        pool.save_replay()
+    install_fake_smac(tmp_path, monkeypatch)
+    options = {"replay_dir": "evals", "replay_prefix": "run7"}
+    with WorkerPool("smac", "3m", 2, env_options=options) as smac_pool:
+        pids = smac_pool.pids
+        with pytest.raises(WorkerPoolError, match=r"worker 0: .*no StarCraft II game.*reset first"):
+            smac_pool.save_replay()
+        assert smac_pool.pids == pids  # a failed save leaves the workers alone
+        smac_pool.reset(seeds=[3, None])  # SMAC ignores episode seeds
+        smac_pool.save_replay()
+    names = sorted(path.name for path in (tmp_path / "Replays" / "evals").iterdir())
+    assert len(names) == 2, names
+    assert names[0].startswith("run7_worker0_") and names[1].startswith("run7_worker1_")
+    assert all(name.endswith(".SC2Replay") for name in names)
