@@ -12,6 +12,18 @@ from typing import Annotated, Any
 import tyro
 
 
+class UsageError(SystemExit):
+    """Bad input: ``main`` prints the message as one line on stderr and exits with status 2
+    (the usual status of a usage error), leaving the filesystem as it was."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(2)
+        self.message = " ".join(message.split())  # one line
+
+    def __str__(self) -> str:
+        return self.message
+
+
 def envs_command(
     json_output: Annotated[bool, tyro.conf.arg(name="json")] = False,
 ) -> None:
@@ -122,15 +134,17 @@ def parse_train_args(argv: list[str]) -> TrainRequest:
     head.add_argument("--alg", default=None)  # read first: the mixer has defaults of its own
     known, rest = head.parse_known_args(argv)
     if known.preset not in PRESETS:
-        raise SystemExit(f"unknown preset {known.preset!r}; valid: {', '.join(PRESETS)}")
+        raise UsageError(
+            f"igmda train: unknown preset {known.preset!r}; valid: {', '.join(PRESETS)}"
+        )
     if known.resume is not None:
         saved = Path(known.resume) / "config.json"
         if not saved.exists():
-            raise SystemExit(f"nothing to resume: {saved} does not exist")
+            raise UsageError(f"igmda train: nothing to resume: {saved} does not exist")
         try:
             default = load_config(saved)
         except ConfigError as error:
-            raise SystemExit(f"igmda train: cannot resume {known.resume}: {error}") from None
+            raise UsageError(f"igmda train: cannot resume {known.resume}: {error}") from None
         out_dir = known.resume
         if known.alg is not None:  # a changed alg is refused by the resume check, naming it
             rest = ["--alg", known.alg, *rest]
@@ -139,7 +153,7 @@ def parse_train_args(argv: list[str]) -> TrainRequest:
         try:
             default = make_config(known.preset, **{**MAIN_JOB, **chosen})
         except ConfigError as error:
-            raise SystemExit(f"igmda train: {error}") from None
+            raise UsageError(f"igmda train: {error}") from None
         out_dir = known.out
     config = tyro.cli(
         Config,
@@ -154,9 +168,9 @@ def parse_train_args(argv: list[str]) -> TrainRequest:
     try:
         config.validate()
     except ConfigError as error:
-        raise SystemExit(f"igmda train: {error}") from None
+        raise UsageError(f"igmda train: {error}") from None
     if config.backend != "smac" and config.map not in envs.list_maps():  # SC2 has its own maps
-        raise SystemExit(
+        raise UsageError(
             f"igmda train: unknown map {config.map!r}; known maps: {', '.join(envs.list_maps())}"
         )
     if out_dir is None:
@@ -171,14 +185,36 @@ def train_command(argv: list[str]) -> None:
 
     request = parse_train_args(argv)
     from envs.smac import SmacNotAvailableError
+    from igmda_jax.checkpoint import (
+        CheckpointMismatchError,
+        CheckpointUnreadableError,
+        CheckpointWriteError,
+    )
+    from igmda_jax.config import ConfigError
     from igmda_jax.host import HostBackendError
 
     try:
         summary = run(
             request.config, request.out_dir, resume=request.resume, progress=request.progress
         )
-    except (SmacNotAvailableError, HostBackendError) as error:
-        raise SystemExit(f"igmda train: {error}") from None
+    except (
+        SmacNotAvailableError,
+        HostBackendError,
+        CheckpointMismatchError,
+        CheckpointUnreadableError,
+        CheckpointWriteError,
+        ConfigError,
+        FileExistsError,
+        FileNotFoundError,
+    ) as error:
+        raise UsageError(f"igmda train: {error}") from None
+    if summary.get("finished_before"):
+        print(
+            f"igmda train: {summary['out_dir']} is finished at t_env {summary['t_env']} "
+            f"(t_max {request.config.t_max}): nothing to do; pass a larger --t-max to go on",
+            file=sys.stderr,
+        )
+        return
     per_seed = " ".join(f"{w:.2f}" for w in summary["win_rate_per_seed"])
     print(
         f"final greedy win rate ({'learner' if request.config.uses_expert else 'agent'}): "
@@ -228,24 +264,24 @@ def imitate_command(argv: list[str]) -> None:
     try:
         t_max = float(known.t_max)
     except ValueError:
-        raise SystemExit(f"igmda imitate: --t-max must be a number, got {known.t_max!r}") from None
+        raise UsageError(f"igmda imitate: --t-max must be a number, got {known.t_max!r}") from None
     if not t_max.is_integer() or t_max < 1:
-        raise SystemExit(f"igmda imitate: --t-max must be a positive integer, got {known.t_max}")
+        raise UsageError(f"igmda imitate: --t-max must be a positive integer, got {known.t_max}")
     from igmda_jax.imitate import ImitationError, imitate
     from igmda_jax.imitation_report import format_table
 
     expert_config_path = Path(known.expert) / "config.json"
     if not Path(known.expert).is_dir():
-        raise SystemExit(f"igmda imitate: expert run folder {known.expert} does not exist")
+        raise UsageError(f"igmda imitate: expert run folder {known.expert} does not exist")
     if not expert_config_path.exists():
-        raise SystemExit(
+        raise UsageError(
             f"igmda imitate: {known.expert} is not a run folder (no config.json); pass a folder "
             "made by `igmda train`"
         )
     try:
         default = load_config(expert_config_path)
     except ConfigError as error:
-        raise SystemExit(f"igmda imitate: cannot read {expert_config_path}: {error}") from None
+        raise UsageError(f"igmda imitate: cannot read {expert_config_path}: {error}") from None
     parsed = tyro.cli(
         Config,
         default=default,
@@ -270,7 +306,7 @@ def imitate_command(argv: list[str]) -> None:
             progress=not known.no_progress,
         )
     except (ImitationError, ConfigError, FileNotFoundError, FileExistsError) as error:
-        raise SystemExit(f"igmda imitate: {error}") from None
+        raise UsageError(f"igmda imitate: {error}") from None
     print(format_table(summary))
     print(f"summary: {Path(out_dir) / 'summary.json'} (csv beside it), values.png, curves.png")
 
@@ -296,14 +332,15 @@ def eval_command(
     --backend: the run's own (the default; a check); --save-replay DIR: StarCraft II replays
     of the test episodes (runs trained with --backend smac)."""
     from envs.smac import SmacNotAvailableError
+    from igmda_jax.config import ConfigError
     from igmda_jax.evaluate import evaluate_run
 
     try:
         result = evaluate_run(
             run_dir, episodes=episodes, actor=actor, backend=backend, save_replay=save_replay
         )
-    except (ValueError, FileNotFoundError, SmacNotAvailableError) as error:
-        raise SystemExit(f"igmda eval: {error}") from None
+    except (ValueError, FileNotFoundError, SmacNotAvailableError, ConfigError) as error:
+        raise UsageError(f"igmda eval: {error}") from None
     for seed, win, ret in zip(
         result["seeds"], result["win_rate_per_seed"], result["return_per_seed"], strict=True
     ):
@@ -343,8 +380,17 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``igmda`` console script."""
-    args = sys.argv[1:] if argv is None else argv
+    """Entry point of the ``igmda`` console script: bad input ends in one line on stderr and
+    exit status 2 (:class:`UsageError`)."""
+    try:
+        _dispatch(sys.argv[1:] if argv is None else argv)
+    except UsageError as error:
+        print(error.message, file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+
+
+def _dispatch(args: list[str]) -> None:
+    """Run the subcommand named by ``args[0]``."""
     if args and args[0] == "sweep":
         sweep_command(args[1:])
         return

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -250,18 +251,39 @@ class Config:
         positive = (
             "t_max seeds n_envs buffer_size batch_size target_update_episodes hidden_dim "
             "test_nepisode iterations_per_call unroll_windows n_quantiles n_target_quantiles "
-            "n_act_quantiles keep_checkpoints test_interval save_interval"
+            "n_act_quantiles keep_checkpoints test_interval save_interval updates_per_iteration "
+            "mixer_embed hypernet_embed qplex_heads qplex_adv_hypernet_layers"
         )
         for name in positive.split():
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.backend not in BACKENDS:
-            raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}; got {self.backend!r}")
-        if self.workers_per_seed < 1:
-            raise ConfigError(f"workers_per_seed must be >= 1, got {self.workers_per_seed}")
-        for name in ("worker_timeout", "worker_start_timeout"):
-            if not getattr(self, name) > 0:  # also rejects NaN
-                raise ConfigError(f"{name} must be > 0 seconds, got {getattr(self, name)}")
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+        for name in ("epsilon_anneal_steps", "beta_anneal_steps", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
+        _check_number(self, "lr", low=0.0, low_open=True)
+        _check_number(self, "optim_eps", low=0.0, low_open=True)
+        _check_number(self, "grad_clip", low=0.0, low_open=True)
+        _check_number(self, "rms_alpha", low=0.0, high=1.0, high_open=True)
+        _check_number(self, "epsilon_start", low=0.0, high=1.0)
+        _check_number(self, "epsilon_finish", low=0.0, high=1.0)
+        _check_number(self, "imitation_weight", low=0.0)
+        if self.sight_range is not None:
+            _check_number(self, "sight_range", low=0.0, hint=" (or None: each unit's own sight)")
+        if self.episode_limit is not None and (
+            isinstance(self.episode_limit, bool)
+            or not isinstance(self.episode_limit, int)
+            or self.episode_limit < 1
+        ):
+            raise ConfigError(
+                f"episode_limit must be an integer >= 1 (or None: the map's), got "
+                f"{self.episode_limit!r}"
+            )
+        if self.hypernet_layers not in (1, 2):
+            raise ConfigError(f"hypernet_layers must be 1 or 2, got {self.hypernet_layers!r}")
+        if self.expert_view not in ("full_obs", "state"):
+            raise ConfigError(f"expert_view must be full_obs or state, got {self.expert_view!r}")
         if self.seed_vmap < 0:
             raise ConfigError(f"seed_vmap must be >= 0 (0 = auto), got {self.seed_vmap}")
         if self.update_microbatches < 0:
@@ -300,6 +322,33 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _check_number(
+    config: Config,
+    name: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    hint: str = "",
+) -> None:
+    """Raise ConfigError unless field ``name`` is a finite number in the given range."""
+    value = getattr(config, name)
+    ok = not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        left = "(" if low_open else "["
+        right = ")" if high_open else "]"
+        lo = "-inf" if low is None else f"{low:g}"
+        hi = "inf" if high is None else f"{high:g}"
+        raise ConfigError(
+            f"{name} must be a finite number in {left}{lo}, {hi}{right}{hint}, got {value!r}"
+        )
 
 
 # The authors' PyMARL settings (REFERENCE.md section 2): one env, one update per episode.
@@ -411,8 +460,21 @@ def config_from_dict(saved: Mapping[str, Any]) -> Config:
 
 
 def load_config(path: str | Path) -> Config:
-    """The Config saved in a run folder's ``config.json`` (``path`` is the folder or the file)."""
+    """The Config saved in a run folder's ``config.json`` (``path`` is the folder or the file).
+    A file that is not a valid saved config (bad JSON, not an object, an unknown field, a value
+    of the wrong type or range) raises ConfigError naming the file."""
     path = Path(path)
     if path.is_dir():
         path = path / "config.json"
-    return config_from_dict(json.loads(path.read_text()))
+    try:
+        saved = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{path} is not valid JSON ({error})") from None
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{path} does not hold a config object")
+    try:
+        return config_from_dict(saved).validate()
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"{path} holds a malformed config ({error})") from None

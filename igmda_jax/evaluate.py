@@ -39,7 +39,7 @@ def evaluate_run(
     if not config_path.exists():
         raise FileNotFoundError(f"{run_dir} is not a run folder (no config.json)")
     config = load_config(config_path)
-    if actor not in ("deployed", "expert"):
+    if actor not in ("deployed", "expert"):  # checked before anything is built
         raise ValueError(f"actor must be 'deployed' or 'expert', got {actor!r}")
     if actor == "expert" and not config.uses_expert:
         raise ValueError(f"{config.alg} has no expert; use actor='deployed'")
@@ -51,7 +51,11 @@ def evaluate_run(
     if save_replay is not None and config.backend != "smac":
         raise ValueError("--save-replay writes StarCraft II replays: it needs backend 'smac'")
     if episodes is not None:
+        if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
+            raise ValueError(f"--episodes must be an integer >= 1, got {episodes!r}")
         config = dataclasses.replace(config, test_nepisode=episodes)
+    if not (run_dir / "checkpoints").is_dir():  # do not let CheckpointStore create it
+        raise FileNotFoundError(f"{run_dir} has no checkpoint to evaluate")
     with CheckpointStore(run_dir / "checkpoints") as store:
         if store.latest_step() is None:
             raise FileNotFoundError(f"{run_dir} has no checkpoint to evaluate")

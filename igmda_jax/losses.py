@@ -26,7 +26,6 @@ from __future__ import annotations
 import chex
 import jax
 import jax.numpy as jnp
-import rlax
 
 # ---------------------------------------------------------------------------------------------
 # Greedy selection over available actions
@@ -121,6 +120,41 @@ def one_step_targets(
     return jax.lax.stop_gradient(r + gamma * not_terminal * target_next)
 
 
+def lambda_returns(
+    rewards: jax.Array,
+    discounts: jax.Array,
+    values: jax.Array,
+    lambda_: jax.Array | float = 1.0,
+) -> jax.Array:
+    """Truncated lambda-returns along axis 0 (time), computed backwards from the last step:
+
+        G_t = r_t + d_t [(1 - lambda_t) v_t + lambda_t G_{t+1}],    G_T := v_{T-1}
+
+    where index t holds the reward ``r_t`` and discount ``d_t`` of step t and ``v_t``, the value
+    of the state that step t leads to. The last step always bootstraps from its value, whatever
+    its lambda; d_t = 0 ends the recursion (no bootstrap, nothing from later steps); lambda = 0
+    gives one-step targets, lambda = 1 discounted returns bootstrapped at the end. These are the
+    semantics of ``rlax.lambda_returns`` (tested against it), on any number of trailing batch
+    axes. Gradients are not stopped.
+
+    rewards, discounts, values: [T, *batch]
+    lambda_:                    scalar or broadcastable to [T, *batch]
+    returns:                    [T, *batch] (floating dtype of the inputs, at least float32)
+    """
+    chex.assert_equal_shape([rewards, discounts, values])
+    dtype = jnp.promote_types(jnp.result_type(rewards, discounts, values), jnp.float32)
+    lambdas = jnp.broadcast_to(jnp.asarray(lambda_, dtype), values.shape)
+    steps = (rewards.astype(dtype), discounts.astype(dtype), values.astype(dtype), lambdas)
+
+    def backward(g_next: jax.Array, step: tuple[jax.Array, ...]) -> tuple[jax.Array, jax.Array]:
+        r, d, v, lam = step
+        g = r + d * ((1.0 - lam) * v + lam * g_next)
+        return g, g
+
+    _, returns = jax.lax.scan(backward, steps[2][-1], steps, reverse=True)
+    return returns
+
+
 def td_lambda_targets(
     rewards: jax.Array,
     terminated: jax.Array,
@@ -137,8 +171,8 @@ def td_lambda_targets(
     so the recursion ends at each episode's last real transition, where
     G_t = r_t + gamma (1 - terminated_t) Q_next[t]: no bootstrap if terminal, bootstrap from
     the final observation if truncated. lam = 0 gives :func:`one_step_targets`.
-    Computed by ``rlax.lambda_returns`` (discount_t = gamma (1 - terminated_t), a per-step
-    lambda), vmapped over the batch axis. Rewards and values of padded transitions are zeroed
+    Computed by :func:`lambda_returns` (discount_t = gamma (1 - terminated_t), a per-step
+    lambda) over the time axis. Rewards and values of padded transitions are zeroed
     first so that non-finite padding cannot reach real targets; padded targets are meaningless
     and must be masked by ``filled`` in the loss.
 
@@ -152,14 +186,7 @@ def td_lambda_targets(
     discounts = gamma * (1.0 - terminated.astype(jnp.float32))
     filled_next = jnp.concatenate([valid[1:], jnp.zeros_like(valid[:1])], axis=0)
     lambdas = lam * filled_next.astype(jnp.float32)
-    returns = jax.vmap(
-        lambda r_b, d_b, v_b, l_b: rlax.lambda_returns(
-            r_b, d_b, v_b, l_b, stop_target_gradients=True
-        ),
-        in_axes=1,
-        out_axes=1,
-    )(r, discounts, v, lambdas)
-    return jax.lax.stop_gradient(returns)
+    return jax.lax.stop_gradient(lambda_returns(r, discounts, v, lambdas))
 
 
 # ---------------------------------------------------------------------------------------------

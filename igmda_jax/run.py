@@ -271,11 +271,48 @@ class TensorBoardLog:
         self.writer.close()
 
 
+def _checkpoint_steps(out: Path) -> list[int]:
+    """Steps of the checkpoints kept in ``out/checkpoints`` (orbax's step folders)."""
+    folder = out / "checkpoints"
+    if not folder.is_dir():
+        return []
+    return sorted(int(p.name) for p in folder.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def _finished_summary(out: Path, config: Config) -> dict | None:
+    """The summary of a run that already reached ``config.t_max`` (its final checkpoint is
+    written after its final evaluation), else None."""
+    steps = _checkpoint_steps(out)
+    metrics_path = out / "metrics.jsonl"
+    if not steps or steps[-1] < config.t_max or not metrics_path.exists():
+        return None
+    rows = [json.loads(line) for line in _read_rows(metrics_path, sys.maxsize)]
+    final = rows[-config.seeds :]
+    if len(final) < config.seeds:
+        return None
+    return {
+        "win_rate_per_seed": [row["win_rate"] for row in final],
+        "win_rate": float(np.mean([row["win_rate"] for row in final])),
+        "t_env": steps[-1],
+        "out_dir": str(out),
+        "finished_before": True,
+    }
+
+
 def _read_rows(path: Path, keep_below_eval: int) -> list[str]:
+    """The metrics lines of evaluations before ``keep_below_eval``; a line a kill cut short
+    (not valid JSON) is dropped: the resumed run writes its evaluation again."""
     if not path.exists():
         return []
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    return [line for line in lines if json.loads(line)["eval"] < keep_below_eval]
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if row["eval"] < keep_below_eval:
+            kept.append(line)
+    return kept
 
 
 def run(
@@ -304,6 +341,9 @@ def run(
             raise FileNotFoundError(f"nothing to resume: {config_path} does not exist")
         saved = with_defaults(json.loads(config_path.read_text()))
         check_compatible(saved, config.to_dict(), RESUMABLE_FIELDS)
+        finished = _finished_summary(out, config)
+        if finished is not None:  # nothing to train: leave the folder as it is
+            return finished
     elif config_path.exists():
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it")
     # The backend starts before anything is written: workers that cannot start (no StarCraft
@@ -344,7 +384,17 @@ def _train(
     store = CheckpointStore(out / "checkpoints", max_to_keep=config.keep_checkpoints)
     host = {"evals": 0, "next_test": 0, "next_save": config.save_interval, "wall": 0.0}
     if resume and store.latest_step() is not None:
-        restored, metadata = store.restore(None, compiled.state_like(keys))
+        restored, metadata, skipped = store.restore_latest(
+            compiled.state_like(keys), require=("config", "host"), set_aside=True
+        )
+        resumed_at = int(np.min(jax.device_get(restored.t_env)))
+        for bad in skipped:  # a damaged newest checkpoint: continue from the previous one
+            print(
+                f"checkpoint {bad.step} is damaged ({bad.reason}); set aside as "
+                f"{bad.step}.unreadable; resuming from step {resumed_at}",
+                file=sys.stderr,
+                flush=True,
+            )
         state = compiled.place(restored)
         check_compatible(with_defaults(metadata["config"]), config.to_dict(), RESUMABLE_FIELDS)
         host = metadata["host"]
@@ -352,6 +402,15 @@ def _train(
         state = compiled.init(keys) if initial_state is None else initial_state(compiled)
     metrics_path = out / "metrics.jsonl"
     tensorboard = TensorBoardLog(out / "tensorboard") if config.tensorboard else None
+    if resume and host["evals"] == 0 and _read_rows(metrics_path, 1):
+        # killed before its first checkpoint: it starts again from t_env 0; its rows are kept
+        aside = metrics_path.with_name("metrics.before-restart.jsonl")
+        metrics_path.replace(aside)
+        if progress:
+            print(
+                f"no checkpoint to resume from: starting again; rows kept in {aside}",
+                file=sys.stderr,
+            )
     kept = _read_rows(metrics_path, host["evals"])
     metrics_path.write_text("".join(line + "\n" for line in kept))
 

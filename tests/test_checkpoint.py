@@ -1,14 +1,20 @@
 """Tests for igmda_jax.checkpoint: bit-exact round trips, retention, metadata, config checks,
-template mismatches, interrupted saves and empty directories."""
+template mismatches, interrupted and killed saves, damaged checkpoints, write failures and
+empty directories."""
 
 from __future__ import annotations
 
+import builtins
+import errno
+import gc
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import jax
@@ -21,6 +27,9 @@ from flax import struct
 from igmda_jax.checkpoint import (
     CheckpointMismatchError,
     CheckpointStore,
+    CheckpointUnreadableError,
+    CheckpointWriteError,
+    SkippedCheckpoint,
     abstract_like,
     check_compatible,
 )
@@ -34,6 +43,10 @@ from igmda_jax.config import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
+SUBPROCESS_ENV = {
+    **os.environ,
+    "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+}
 S = 3  # seeds
 
 
@@ -150,6 +163,8 @@ def test_metadata_round_trip(tmp_path: Path) -> None:
         assert store.metadata()["n_seeds"] == 1
         with pytest.raises(TypeError, match="JSON"):
             store.save(5, {"a": jnp.zeros(2)}, {"bad": object()})
+        with pytest.raises(ValueError, match="'_igmda_crc32' is reserved"):
+            store.save(5, {"a": jnp.zeros(2)}, {"_igmda_crc32": {}})
         assert store.latest_step() == 4
 
 
@@ -240,9 +255,10 @@ _CRASHING_SAVE = textwrap.dedent(
 def test_interrupted_save_keeps_last_good_checkpoint(tmp_path: Path) -> None:
     with CheckpointStore(tmp_path) as store:
         store.save(4, {"a": jnp.full(4, 4.0)}, {"step": 4})
-    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     proc = subprocess.run(
-        [sys.executable, "-c", _CRASHING_SAVE, str(tmp_path)], env=env, capture_output=True
+        [sys.executable, "-c", _CRASHING_SAVE, str(tmp_path)],
+        env=SUBPROCESS_ENV,
+        capture_output=True,
     )
     assert proc.returncode == 17, proc.stderr.decode()[-2000:]
     leftovers = [p.name for p in tmp_path.iterdir() if ".orbax-checkpoint-tmp" in p.name]
@@ -277,3 +293,369 @@ def test_orbax_info_logging_is_silenced(tmp_path: Path, caplog: pytest.LogCaptur
         store.save(1, {"a": jnp.zeros(2)}, {})
         store.restore(1, {"a": jnp.zeros(2)})
     assert not [r for r in caplog.records if "orbax" in r.pathname], caplog.records[:3]
+
+
+# -- damaged checkpoints ---------------------------------------------------------------------
+_REQUIRE = ("config", "host")
+
+
+def _small_state(k: int) -> dict:
+    """A small state whose largest leaf is random uint32 noise (zstd stores it uncompressed)."""
+    rng = np.random.default_rng(k)
+    return {
+        "params": {
+            "w": jnp.asarray(rng.normal(size=(S, 16, 16)), jnp.float32),
+            "noise": jnp.asarray(rng.integers(0, 2**32, (S, 64, 64), dtype=np.uint64), jnp.uint32),
+        },
+        "t": jnp.full(S, k, jnp.int32),
+    }
+
+
+def _meta(k: int) -> dict:
+    return {"config": {"algo": "qmix"}, "host": {"evals": k}}
+
+
+def _two_checkpoints(directory: Path) -> None:
+    """Steps 1 and 2 of :func:`_small_state` (both kept)."""
+    with CheckpointStore(directory, max_to_keep=2) as store:
+        store.save(1, _small_state(1), _meta(1))
+        store.save(2, _small_state(2), _meta(2))
+
+
+def _largest_data_file(directory: Path, step: int) -> Path:
+    files = [p for p in (directory / str(step) / "state").rglob("d/*") if p.is_file()]
+    return max(files, key=lambda p: p.stat().st_size)
+
+
+def _truncate_data(directory: Path, step: int) -> None:
+    path = _largest_data_file(directory, step)
+    os.truncate(path, path.stat().st_size // 2)
+
+
+def _flip_data_byte(directory: Path, step: int) -> None:
+    path = _largest_data_file(directory, step)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _delete_manifest(directory: Path, step: int) -> None:
+    (directory / str(step) / "state" / "manifest.ocdbt").unlink()
+
+
+def _delete_metadata(directory: Path, step: int) -> None:
+    (directory / str(step) / "meta" / "metadata").unlink()
+
+
+def _garble_metadata(directory: Path, step: int) -> None:
+    (directory / str(step) / "meta" / "metadata").write_text('{"config": {"algo": "qm')
+
+
+def _metadata_not_an_object(directory: Path, step: int) -> None:
+    (directory / str(step) / "meta" / "metadata").write_text("[1, 2]")
+
+
+def _metadata_without_host(directory: Path, step: int) -> None:
+    (directory / str(step) / "meta" / "metadata").write_text('{"config": {}}')
+
+
+_DAMAGE = {
+    "truncated data": (_truncate_data, "array data: OUT_OF_RANGE"),
+    "garbled data": (_flip_data_byte, "does not match its checksum"),
+    "no manifest": (_delete_manifest, "tree metadata: NOT_FOUND"),
+    "no metadata": (_delete_metadata, "2/meta/metadata not found"),
+    "garbled metadata": (_garble_metadata, "metadata: Unterminated string"),
+    "metadata a list": (_metadata_not_an_object, "metadata is a list"),
+    "metadata without host": (_metadata_without_host, "metadata has no 'host' object"),
+}
+
+
+# A failed array read leaves orbax's sibling read coroutines unawaited: an unraisable warning
+# when they are collected, which the tests that damage array data collect and ignore.
+_ORBAX_ABANDONED_READS = pytest.mark.filterwarnings(
+    "ignore::pytest.PytestUnraisableExceptionWarning"
+)
+
+
+@_ORBAX_ABANDONED_READS
+@pytest.mark.parametrize("damage", list(_DAMAGE))
+def test_restore_latest_skips_a_damaged_newest_checkpoint(tmp_path: Path, damage: str) -> None:
+    _two_checkpoints(tmp_path)
+    spoil, reason = _DAMAGE[damage]
+    spoil(tmp_path, 2)
+    with CheckpointStore(tmp_path, max_to_keep=2) as store:
+        state, meta, skipped = store.restore_latest(
+            abstract_like(_small_state(0)), require=_REQUIRE
+        )
+        _assert_bit_identical(_small_state(1), state)
+        assert meta == _meta(1)
+        assert [s.step for s in skipped] == [2] and isinstance(skipped[0], SkippedCheckpoint)
+        assert reason in skipped[0].reason and "\n" not in skipped[0].reason, skipped[0].reason
+        if damage != "metadata without host":  # restore(step) has no required keys
+            # restore(step) does not fall back: the damaged step is refused by name
+            with pytest.raises(CheckpointUnreadableError, match=r"tried step 2: "):
+                store.restore(2, _small_state(0))
+        assert store.all_steps() == [1, 2]  # nothing is moved unless asked
+    gc.collect()
+
+
+@pytest.mark.parametrize("name", ["state/_METADATA", "_CHECKPOINT_METADATA"])
+def test_orbax_bookkeeping_files_are_not_needed(tmp_path: Path, name: str) -> None:
+    """Orbax restores without these (the template gives the tree); the checksums prove the
+    values, so the step is used, not skipped."""
+    _two_checkpoints(tmp_path)
+    (tmp_path / "2" / name).unlink()
+    with CheckpointStore(tmp_path) as store:
+        state, meta, skipped = store.restore_latest(_small_state(0), require=_REQUIRE)
+    _assert_bit_identical(_small_state(2), state)
+    assert meta == _meta(2) and skipped == []
+
+
+@_ORBAX_ABANDONED_READS
+def test_restore_latest_when_nothing_is_readable(tmp_path: Path) -> None:
+    _two_checkpoints(tmp_path)
+    _truncate_data(tmp_path, 2)
+    _garble_metadata(tmp_path, 1)
+    with CheckpointStore(tmp_path) as store:
+        with pytest.raises(CheckpointUnreadableError) as info:
+            store.restore_latest(_small_state(0), set_aside=True)
+        assert store.all_steps() == [1, 2]  # nothing set aside when nothing is readable
+    msg = str(info.value)
+    assert "\n" not in msg and str(tmp_path) in msg, msg
+    assert "step 2: array data: OUT_OF_RANGE" in msg and "step 1: metadata: " in msg, msg
+    assert "start afresh in a new --out" in msg
+    gc.collect()
+
+
+@_ORBAX_ABANDONED_READS
+def test_set_aside_lets_a_resumed_run_save_the_skipped_steps_again(tmp_path: Path) -> None:
+    _two_checkpoints(tmp_path)
+    _delete_manifest(tmp_path, 2)
+    with CheckpointStore(tmp_path, max_to_keep=2) as store:
+        with pytest.raises(CheckpointMismatchError, match="params/w: saved shape"):
+            store.restore_latest({**_small_state(0), "params": {"w": jnp.zeros(1)}})
+        _, meta, skipped = store.restore_latest(_small_state(0), set_aside=True)
+        assert meta == _meta(1) and [s.step for s in skipped] == [2]
+        assert store.all_steps() == [1] and (tmp_path / "2.unreadable" / "state").is_dir()
+        store.save(2, _small_state(3), _meta(3))
+    with CheckpointStore(tmp_path, max_to_keep=2) as store:
+        assert store.all_steps() == [1, 2]
+        state, meta, skipped = store.restore_latest(_small_state(0))
+        _assert_bit_identical(_small_state(3), state)
+        assert meta == _meta(3) and skipped == []
+    assert (tmp_path / "2.unreadable").is_dir()
+    gc.collect()
+
+
+def test_restore_latest_of_an_empty_directory(tmp_path: Path) -> None:
+    with CheckpointStore(tmp_path) as store, pytest.raises(FileNotFoundError, match="no checkp"):
+        store.restore_latest({"a": jnp.zeros(1)})
+
+
+# -- killed and failed writes ----------------------------------------------------------------
+def _kill_state(k: int) -> dict:
+    """Four 64 KiB leaves, so that a save can be stopped with one leaf on disk."""
+    return {
+        f"w{i}": jnp.arange(128 * 128, dtype=jnp.float32).reshape(128, 128) * k + i
+        for i in range(4)
+    }
+
+
+# Saves step 1, then starts step 2 and announces when the first of its four leaves has been
+# written (the others are held back); the test SIGKILLs it then. The wrapped orbax function
+# is its per-array tensorstore write.
+_KILLED_SAVE = textwrap.dedent(
+    """
+    import asyncio, sys
+    import jax.numpy as jnp
+    from orbax.checkpoint._src.serialization import serialization
+    from igmda_jax.checkpoint import CheckpointStore
+
+    def state(k):
+        return {
+            f"w{i}": jnp.arange(128 * 128, dtype=jnp.float32).reshape(128, 128) * k + i
+            for i in range(4)
+        }
+
+    store = CheckpointStore(sys.argv[1])
+    store.save(1, state(1), {"step": 1})
+    write_array, started = serialization.async_serialize_from_host, []
+
+    async def first_array_only(*args, **kwargs):
+        started.append(None)
+        if len(started) == 1:
+            await write_array(*args, **kwargs)
+            print("PARTIAL", flush=True)
+        await asyncio.sleep(3600)
+
+    serialization.async_serialize_from_host = first_array_only
+    store.save(2, state(2), {"step": 2})
+    print("FINISHED", flush=True)
+    """
+)
+
+
+def test_sigkill_during_a_save_keeps_the_previous_checkpoint(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_SAVE, str(tmp_path)],
+        env=SUBPROCESS_ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    watchdog = threading.Timer(300, proc.kill)  # never hang the suite
+    watchdog.start()
+    try:
+        line = proc.stdout.readline()  # "PARTIAL" once step 2 is partly on disk
+        assert line.strip() == "PARTIAL", line + proc.communicate(timeout=120)[1][-2000:]
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdout.close()
+        proc.stderr.close()
+    partial = [p for p in tmp_path.glob("2.orbax-checkpoint-tmp*/**/d/*") if p.is_file()]
+    assert partial, sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    assert not (tmp_path / "2").exists()
+
+    with CheckpointStore(tmp_path) as store:
+        assert store.latest_step() == 1 and store.all_steps() == [1]
+        state, meta, skipped = store.restore_latest(jax.eval_shape(_kill_state, 1))
+        _assert_bit_identical(_kill_state(1), state)
+        assert meta == {"step": 1} and skipped == []
+
+
+def _fail_writes_under(
+    monkeypatch: pytest.MonkeyPatch, directory: Path, code: int, mkdir: bool
+) -> None:
+    """Make Python file writes (and, with ``mkdir``, directory creation) under ``directory``
+    fail with ``OSError(code)``, as a full disk or a read-only folder would."""
+    real_open, real_mkdir, root = builtins.open, os.mkdir, os.fspath(directory) + os.sep
+
+    def inside(path: object) -> bool:
+        return isinstance(path, (str, os.PathLike)) and os.fspath(path).startswith(root)
+
+    def fail(path: object) -> OSError:
+        return OSError(code, os.strerror(code), os.fspath(path))
+
+    def open_(file: object, mode: str = "r", *args: object, **kwargs: object) -> object:
+        if inside(file) and set(mode) & set("wax+"):
+            raise fail(file)
+        return real_open(file, mode, *args, **kwargs)
+
+    def mkdir_(path: object, *args: object, **kwargs: object) -> None:
+        if inside(path):
+            raise fail(path)
+        real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", open_)
+    if mkdir:
+        monkeypatch.setattr(os, "mkdir", mkdir_)
+
+
+def _assert_step_1_intact(directory: Path) -> None:
+    assert not [p for p in directory.iterdir() if ".orbax-checkpoint-tmp" in p.name]
+    with CheckpointStore(directory) as store:
+        assert store.all_steps() == [1]
+        state, meta, skipped = store.restore_latest(_small_state(0))
+        _assert_bit_identical(_small_state(1), state)
+        assert meta == _meta(1) and skipped == []
+
+
+def test_read_only_checkpoint_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ck = tmp_path / "checkpoints"
+    store = CheckpointStore(ck)
+    store.save(1, _small_state(1), _meta(1))
+    ck.chmod(0o555)
+    try:
+        probe = ck / "probe"
+        try:  # chmod does not stop root (CAP_DAC_OVERRIDE): then simulate the read-only folder
+            probe.write_text("")
+            probe.unlink()
+            _fail_writes_under(monkeypatch, ck, errno.EACCES, mkdir=True)
+        except PermissionError:
+            pass
+        with pytest.raises(CheckpointWriteError) as info:
+            store.save(2, _small_state(2), _meta(2))
+        monkeypatch.undo()
+    finally:
+        ck.chmod(0o755)
+    assert str(info.value) == (
+        f"cannot write checkpoint 2 to {ck}: [Errno 13] Permission denied; "
+        "the last good checkpoint (step 1) is kept"
+    )
+    assert info.value.errno == errno.EACCES and isinstance(info.value, OSError)
+    assert store.latest_step() == 1
+    _assert_step_1_intact(ck)
+    store.save(2, _small_state(2), _meta(2))  # writable again: the store is not wedged
+    store.close()
+
+
+def test_disk_full_during_a_save(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    ck = tmp_path / "checkpoints"
+    with CheckpointStore(ck) as store:
+        store.save(1, _small_state(1), _meta(1))
+        _fail_writes_under(monkeypatch, ck, errno.ENOSPC, mkdir=False)  # data written, JSON not
+        with caplog.at_level(logging.WARNING), pytest.raises(CheckpointWriteError) as info:
+            store.save(2, _small_state(2), _meta(2))
+        monkeypatch.undo()
+        assert str(info.value) == (
+            f"cannot write checkpoint 2 to {ck}: [Errno 28] No space left on device; "
+            "the last good checkpoint (step 1) is kept"
+        )
+        assert info.value.errno == errno.ENOSPC
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.records
+        assert store.latest_step() == 1
+        _assert_step_1_intact(ck)
+        store.save(3, _small_state(3), _meta(3))
+        assert store.all_steps() == [1, 3]
+
+
+# Array data is written by tensorstore (C++), out of reach of a monkeypatch: a file-size limit
+# makes the kernel refuse its writes (EFBIG) in orbax's writer threads.
+_SIZE_LIMITED_SAVE = textwrap.dedent(
+    """
+    import resource, signal, sys
+    import jax.numpy as jnp
+    import numpy as np
+    from igmda_jax.checkpoint import CheckpointStore, CheckpointWriteError
+
+    store = CheckpointStore(sys.argv[1])
+    store.save(1, {"a": jnp.zeros(4, jnp.uint32)}, {"step": 1})
+    noise = np.random.default_rng(0).integers(0, 2**32, 2**18, dtype=np.uint64)
+    big = {"a": jnp.asarray(noise, jnp.uint32)}  # 1 MiB, incompressible
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, resource.RLIM_INFINITY))
+    try:
+        store.save(2, big, {"step": 2})
+    except CheckpointWriteError as e:
+        print(e, e.errno, sep="|")
+    resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY,) * 2)
+    store.close()
+    """
+)
+
+
+def test_array_write_error_in_orbax_threads_surfaces_in_save(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", _SIZE_LIMITED_SAVE, str(tmp_path)],
+        env=SUBPROCESS_ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout == (
+        f"cannot write checkpoint 2 to {tmp_path}: [Errno 27] File too large; "
+        f"the last good checkpoint (step 1) is kept|{errno.EFBIG}\n"
+    ), proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "raised an exception" not in proc.stderr
+    assert sorted(os.listdir(tmp_path)) == ["1"]
+    with CheckpointStore(tmp_path) as store:
+        state, meta, skipped = store.restore_latest({"a": jnp.ones(4, jnp.uint32)})
+        np.testing.assert_array_equal(state["a"], np.zeros(4, np.uint32))
+        assert meta == {"step": 1} and skipped == []

@@ -226,3 +226,31 @@ def test_qmix_learns_3m_through_smax_workers(tmp_path: Path) -> None:
     ]
     assert rows[0]["win_rate"] == 0.0
     assert max(row["win_rate"] for row in rows) >= 0.3, [(r["t_env"], r["win_rate"]) for r in rows]
+
+
+def test_smac_backend_trains_and_saves_replays_through_the_same_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--backend smac is the host loop with SMAC's worker env: against the stand-in smac.env
+    (2 agents, episodes cycling time limit / connection lost at step 2 / won at step 3) a run
+    trains, counts the lost episodes, checkpoints, evaluates and saves SC2 replays."""
+    from test_smac_pool import install_fake_smac
+
+    install_fake_smac(tmp_path / "sc2", monkeypatch)
+    (tmp_path / "sc2").mkdir(exist_ok=True)
+    config = make_config(
+        alg="qmix",
+        backend="smac",
+        t_max=150,
+        test_interval=75,
+        **{**SMALL, "map": "3m", "batch_size": 4},
+    )
+    summary = run(config, tmp_path / "run", progress=False)
+    rows = metric_rows(tmp_path / "run" / "metrics.jsonl")
+    assert summary["t_env"] >= 150 and len(rows) >= 3
+    assert sum(row["dropped_episodes"] for row in rows) >= 1  # the lost connections
+    replays = tmp_path / "replays"
+    result = evaluate_run(tmp_path / "run", episodes=2, save_replay=replays)
+    assert result["episodes"] == 2
+    saved = sorted(p.name for p in replays.glob("*.SC2Replay"))
+    assert len(saved) == 2 and all(name.startswith("run_worker") for name in saved), saved

@@ -179,6 +179,48 @@ def test_td_lambda_zero_equals_one_step(td_lambda_fn, one_step_fn):
     np.testing.assert_allclose(td0[valid], one[valid], rtol=1e-6, atol=1e-6)
 
 
+# lambda_returns: r = [1, 2, 3], d = [0.5, 0, 0.5], v = [10, 20, 30]. The last step bootstraps
+# from v: G_2 = 3 + 0.5 * 30 = 18; d_1 = 0 cuts the recursion: G_1 = 2; and
+# G_0 = 1 + 0.5 * ((1 - lam) * 10 + lam * 2): 6 for lam = 0, 4 for 0.5, 2 for 1.
+@pytest.mark.parametrize(("lam", "g0"), [(0.0, 6.0), (0.5, 4.0), (1.0, 2.0)])
+def test_lambda_returns_by_hand(lam, g0):
+    rewards, discounts = jnp.array([1.0, 2.0, 3.0]), jnp.array([0.5, 0.0, 0.5])
+    values = jnp.array([10.0, 20.0, 30.0])
+    returns = losses.lambda_returns(rewards, discounts, values, lam)
+    np.testing.assert_allclose(returns, [g0, 2.0, 18.0], rtol=1e-6)
+
+
+def _random_trajectories(seed: int, n_t: int = 11, n_b: int = 5):
+    """Rewards, discounts (0 at random terminal steps) and values [T, B], float32."""
+    rng = np.random.default_rng(seed)
+    rewards = rng.normal(size=(n_t, n_b)).astype(np.float32)
+    discounts = rng.uniform(0.8, 1.0, (n_t, n_b)).astype(np.float32)
+    discounts[rng.random((n_t, n_b)) < 0.25] = 0.0
+    discounts[-1, 0] = discounts[3, 1] = 0.0  # a terminal last step and one mid-sequence
+    values = rng.normal(scale=3.0, size=(n_t, n_b)).astype(np.float32)
+    return rewards, discounts, values
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.6, 1.0, "per-step"])
+def test_lambda_returns_match_rlax(lam):
+    import rlax  # a test dependency only (the `test` extra)
+
+    rewards, discounts, values = _random_trajectories(seed=3)
+    if lam == "per-step":
+        lam = np.random.default_rng(4).uniform(0.0, 1.0, rewards.shape).astype(np.float32)
+        in_axes = (1, 1, 1, 1)
+    else:
+        in_axes = (1, 1, 1, None)
+    expected = jax.vmap(rlax.lambda_returns, in_axes=in_axes, out_axes=1)(
+        rewards, discounts, values, lam
+    )
+    ours = losses.lambda_returns(rewards, discounts, values, lam)
+    np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-5)
+    column = losses.lambda_returns(rewards[:, 2], discounts[:, 2], values[:, 2], 0.6)
+    column_ref = rlax.lambda_returns(rewards[:, 2], discounts[:, 2], values[:, 2], 0.6)
+    np.testing.assert_allclose(column, column_ref, rtol=1e-5, atol=1e-5)
+
+
 def test_targets_carry_no_gradient():
     rewards, terminated, filled, values_next = _episode_batch()
     values_next = np.nan_to_num(values_next)
