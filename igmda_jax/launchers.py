@@ -326,6 +326,21 @@ def cpu_devices_env(jobs: int, environ: Mapping[str, str] = os.environ) -> dict[
     }
 
 
+def keep_niceness(pid: int) -> None:
+    """Give the new session ``pid`` leads this process's niceness as its Linux autogroup's.
+
+    With ``sched_autogroup`` (on by default on desktop Linux) the scheduler shares the CPU
+    between sessions first and applies nice values only within a session, so a run started
+    in a session of its own by a ``nice -n 19 igmda sweep`` would compete with your other work
+    as an equal. Writing /proc/PID/autogroup keeps it in the background. Does nothing where
+    that file does not exist or cannot be written."""
+    niceness = os.nice(0)
+    if niceness <= 0:
+        return
+    with contextlib.suppress(OSError):
+        Path(f"/proc/{pid}/autogroup").write_text(str(niceness))
+
+
 @dataclasses.dataclass(frozen=True)
 class LocalLauncher:
     """Each task in a subprocess on this machine, its stdout/stderr appended to
@@ -346,7 +361,7 @@ class LocalLauncher:
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
             log.write(f"\n=== {stamp} igmda sweep {task.sweep}: {task.cell} ===\n".encode())
             log.flush()
-            return subprocess.Popen(
+            process = subprocess.Popen(
                 [self.python, "-m", "igmda_jax.launchers", "run-task", str(task_file)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -359,6 +374,8 @@ class LocalLauncher:
                     "PYTHONUNBUFFERED": "1",
                 },
             )
+        keep_niceness(process.pid)
+        return process
 
     def stop(self, processes: Sequence[subprocess.Popen]) -> None:
         """SIGTERM each process group, then SIGKILL those alive after ``grace_s``."""

@@ -499,3 +499,24 @@ def test_bad_file_is_one_line_and_exit_2(tmp_path: Path, text: str, message: str
     assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and result.stdout == ""
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]
+
+
+def test_a_niced_sweep_keeps_its_runs_niced_under_autogroup() -> None:
+    """A run leads a session of its own; under Linux's autogroup scheduling its niceness must
+    be its autogroup's too, or a `nice -n 19 igmda sweep` competes with the user's work."""
+    import subprocess
+    import sys
+
+    script = (
+        "import os, subprocess, sys\n"
+        "from igmda_jax.launchers import keep_niceness\n"
+        "os.nice(7)\n"
+        "child = subprocess.Popen(['sleep', '5'], start_new_session=True)\n"
+        "keep_niceness(child.pid)\n"
+        "path = f'/proc/{child.pid}/autogroup'\n"
+        "print(open(path).read().split()[-1] if os.path.exists(path) else 'none')\n"
+        "child.kill()\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    autogroup = Path("/proc/self/autogroup")
+    assert out.stdout.strip() == ("7" if autogroup.exists() else "none"), out
