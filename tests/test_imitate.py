@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -174,11 +175,13 @@ def test_cli_rerun_reuses_finished_sights(expert_dir, imitation, capsys) -> None
     printed = capsys.readouterr().out
     assert "learner win" in printed and "sight_none" in printed
     assert (out / "sight_0" / "metrics.jsonl").read_text() == before  # not retrained
-    with pytest.raises(SystemExit, match="already holds a different run"):
+    with pytest.raises(SystemExit) as stopped:
         main([*args, "--lr", "0.01", "--no-progress"])
+    assert stopped.value.code == 2  # a usage error: one line on stderr
+    assert "already holds a different run" in capsys.readouterr().err
 
 
-def test_refusals(expert_dir: Path, tmp_path: Path) -> None:
+def test_refusals(expert_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     kwargs = dict(t_max=100, progress=False)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         im.imitate(tmp_path / "nowhere", [0], tmp_path / "o", **kwargs)
@@ -202,10 +205,17 @@ def test_refusals(expert_dir: Path, tmp_path: Path) -> None:
         im.imitate(expert_dir, ["far"], tmp_path / "o", **kwargs)
     assert not (tmp_path / "o").exists()
     cli = ["imitate", "--expert", str(expert_dir), "--sight-range", "0", "--t-max", "100"]
-    with pytest.raises(SystemExit, match="'hidden_cue' .*'3m'"):
-        main([*cli, "--map", "3m"])
-    with pytest.raises(SystemExit, match="no checkpoint"):
-        main(["imitate", "--expert", str(bare), "--sight-range", "0", "--t-max", "100"])
+    for argv, message in [
+        ([*cli, "--map", "3m"], "'hidden_cue' .*'3m'"),
+        (
+            ["imitate", "--expert", str(bare), "--sight-range", "0", "--t-max", "100"],
+            "no checkpoint",
+        ),
+    ]:
+        with pytest.raises(SystemExit) as stopped:
+            main(argv)
+        assert stopped.value.code == 2  # a usage error: one line on stderr
+        assert re.search(message, capsys.readouterr().err)
 
 
 def test_a_larger_budget_resumes_an_imitation(expert_dir, imitation, tmp_path) -> None:
