@@ -7,12 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import jax
 import numpy as np
 import pytest
+from test_train import kill_after_first_checkpoint, metric_rows
 
 import envs
 from envs.pool_types import EpisodeBatch as PlayedEpisodes
@@ -123,13 +123,6 @@ def test_replay_that_does_not_fit_is_refused() -> None:
     check_memory(Fake(), available=7 * 2**30)  # type: ignore[arg-type]
 
 
-def metric_rows(path: Path) -> list[dict]:
-    rows = [json.loads(line) for line in path.read_text().splitlines()]
-    for row in rows:
-        row.pop("wall_time")
-    return rows
-
-
 def test_smax_workers_run_resumes_to_identical_metrics_and_evaluates(tmp_path: Path) -> None:
     """--backend smax-workers: train, kill -9 after a checkpoint, --resume: the metrics equal
     an uninterrupted run's; `igmda eval` works on the run folder."""
@@ -151,19 +144,7 @@ def test_smax_workers_run_resumes_to_identical_metrics_and_evaluates(tmp_path: P
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # kill -9 the host and its workers together
     )
-    deadline = time.time() + 300
-    checkpoints = killed / "checkpoints"
-    while time.time() < deadline:
-        steps = (
-            [p for p in checkpoints.glob("*") if p.name.isdigit()] if checkpoints.exists() else []
-        )
-        if steps and process.poll() is None:
-            time.sleep(0.5)
-            break
-        time.sleep(0.2)
-    assert process.poll() is None, "the run ended before it could be killed"
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_after_first_checkpoint(process, killed, lambda: os.killpg(process.pid, signal.SIGKILL))
     assert metric_rows(killed / "metrics.jsonl")[-1]["t_env"] < 1500
 
     subprocess.run([*command[:-1], "--resume", str(killed)], check=True, capture_output=True)

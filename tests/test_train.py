@@ -198,10 +198,29 @@ def test_bad_names_list_valid_ones() -> None:
 
 
 def metric_rows(path: Path) -> list[dict]:
+    """A run's metrics rows without the wall-clock column."""
     rows = [json.loads(line) for line in path.read_text().splitlines()]
     for row in rows:
         row.pop("wall_time")
     return rows
+
+
+def kill_after_first_checkpoint(process: subprocess.Popen, run_dir: Path, kill) -> None:
+    """Wait (at most 300 s) until ``run_dir`` holds a checkpoint, then half a second more,
+    and ``kill()`` the still running ``process``; assert it had not ended by itself."""
+    deadline = time.time() + 300
+    checkpoints = run_dir / "checkpoints"
+    while time.time() < deadline:
+        steps = (
+            [p for p in checkpoints.glob("*") if p.name.isdigit()] if checkpoints.exists() else []
+        )
+        if steps and process.poll() is None:
+            time.sleep(0.5)
+            break
+        time.sleep(0.2)
+    assert process.poll() is None, "the run ended before it could be killed"
+    kill()
+    process.wait()
 
 
 def test_killed_run_resumes_to_identical_metrics(tmp_path: Path) -> None:
@@ -218,19 +237,7 @@ def test_killed_run_resumes_to_identical_metrics(tmp_path: Path) -> None:
     process = subprocess.Popen(
         [*command, "--out", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    deadline = time.time() + 300
-    checkpoints = killed / "checkpoints"
-    while time.time() < deadline:
-        steps = (
-            [p for p in checkpoints.glob("*") if p.name.isdigit()] if checkpoints.exists() else []
-        )
-        if len(steps) >= 1 and process.poll() is None:
-            time.sleep(0.5)
-            break
-        time.sleep(0.2)
-    assert process.poll() is None, "the run ended before it could be killed"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_after_first_checkpoint(process, killed, lambda: os.kill(process.pid, signal.SIGKILL))
     assert metric_rows(killed / "metrics.jsonl")[-1]["t_env"] < 3000
 
     subprocess.run([*command[:-1], "--resume", str(killed)], check=True, capture_output=True)
