@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -163,7 +165,9 @@ def parse_train_args(argv: list[str]) -> TrainRequest:
         description="Train a value-decomposition algorithm (fields below override the preset). "
         "With no options: qmix-da on 3m at sight range 0 for 400k env steps (a few minutes on a "
         "2-core CPU). Also: --preset {smax,finetuned,authors}, --out DIR (default "
-        "runs/<alg>_<map>_sight<r>_<time>), --resume DIR, --no-progress.",
+        "runs/<alg>_<map>_sight<r>_<time>), --resume DIR, --no-progress; one run over several "
+        "processes: --coordinator HOST:PORT --num-processes N --process-id I, or --distributed "
+        "{auto,on,off} (docs/scale-out-multihost.md).",
     )
     try:
         config.validate()
@@ -180,7 +184,15 @@ def parse_train_args(argv: list[str]) -> TrainRequest:
 
 
 def train_command(argv: list[str]) -> None:
-    """igmda train [--preset smax|finetuned|authors] [--resume DIR | --out DIR] [config fields]."""
+    """igmda train [--preset smax|finetuned|authors] [--resume DIR | --out DIR] [config fields]
+    [--coordinator HOST:PORT --num-processes N --process-id I] [--distributed auto|on|off]."""
+    from igmda_jax.distributed import DistributedError, initialize, parse_launch
+
+    try:  # before anything starts JAX's backend (importing igmda_jax.run does)
+        launch, argv = parse_launch(argv)
+        initialize(launch)
+    except DistributedError as error:
+        raise UsageError(f"igmda train: {error}") from None
     from igmda_jax.run import run
 
     request = parse_train_args(argv)
@@ -192,6 +204,7 @@ def train_command(argv: list[str]) -> None:
     )
     from igmda_jax.config import ConfigError
     from igmda_jax.host import HostBackendError
+    from igmda_jax.loggers import LoggerUnavailable
 
     try:
         summary = run(
@@ -200,6 +213,8 @@ def train_command(argv: list[str]) -> None:
     except (
         SmacNotAvailableError,
         HostBackendError,
+        LoggerUnavailable,
+        DistributedError,
         CheckpointMismatchError,
         CheckpointUnreadableError,
         CheckpointWriteError,
@@ -223,8 +238,8 @@ def train_command(argv: list[str]) -> None:
     )
 
 
-IMITATE_HELP = """igmda imitate --expert RUN_DIR --sight-range S [S ...] --t-max N [--out DIR]
-                 [--value-episodes N] [--no-progress] [Config overrides]
+IMITATE_HELP = """usage: igmda imitate --expert RUN_DIR --sight-range S [S ...] --t-max N [--out DIR]
+                        [--value-episodes N] [--no-progress] [Config overrides]
 
 Freeze the agent and mixer of a trained run (RUN_DIR, made by `igmda train`) and train fresh
 learners at each sight range S ('none' = each unit type's SMAX sight) by imitation only
@@ -248,9 +263,12 @@ def imitate_command(argv: list[str]) -> None:
     """igmda imitate: imitation of a frozen expert at several sight ranges (see IMITATE_HELP)."""
     import argparse
 
-    if not argv or "-h" in argv or "--help" in argv:
+    if "-h" in argv or "--help" in argv:
         print(IMITATE_HELP)
-        return
+        raise SystemExit(0)
+    if not argv:
+        print(IMITATE_HELP, file=sys.stderr)
+        raise SystemExit(2)
     from igmda_jax.config import Config, ConfigError, load_config
 
     head = argparse.ArgumentParser(prog="igmda imitate", add_help=False)
@@ -322,7 +340,7 @@ def sweep_command(argv: list[str]) -> None:
 
 
 def eval_command(
-    run_dir: tyro.conf.Positional[str],
+    run_dir: Annotated[tyro.conf.Positional[str], tyro.conf.arg(metavar="RUN_DIR")],
     episodes: int | None = None,
     actor: str = "deployed",
     backend: str | None = None,
@@ -372,11 +390,40 @@ def bench_command(argv: list[str]) -> None:
         raise SystemExit(code)
 
 
-COMMANDS = {
-    "envs": envs_command,
-    "random": random_command,
-    "eval": eval_command,
+def tyro_command(function: Callable[..., None]) -> Callable[[list[str]], None]:
+    """A subcommand whose options tyro reads from ``function``'s signature."""
+
+    def command(argv: list[str]) -> None:
+        tyro.cli(function, args=argv, prog=f"igmda {function.__name__.removesuffix('_command')}")
+
+    return command
+
+
+# name -> (what runs it with the remaining arguments, the one line of `igmda --help`)
+COMMANDS: dict[str, tuple[Callable[[list[str]], None], str]] = {
+    "train": (train_command, "train one run: a preset, an algorithm, a map, seeds and a budget"),
+    "imitate": (imitate_command, "imitation of a frozen expert at several sight ranges"),
+    "eval": (tyro_command(eval_command), "greedy win rate of a saved run, per seed and mean"),
+    "sweep": (sweep_command, "a resumable grid of train runs from a YAML file (--dry-run: cost)"),
+    "report": (report_command, "Table 1 and curves with bootstrap intervals from run folders"),
+    "bench": (bench_command, "how fast it runs here: env, training, -da cost, seeds"),
+    "envs": (tyro_command(envs_command), "every map: agents, enemies, actions, obs sizes"),
+    "random": (tyro_command(random_command), "a random policy's win rate, return and steps/s"),
 }
+
+
+def help_text() -> str:
+    """``igmda --help``: every subcommand with its one line."""
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:<{width}}  {summary}" for name, (_, summary) in COMMANDS.items()]
+    return "\n".join(
+        [
+            "usage: igmda COMMAND [OPTIONS]   (`igmda COMMAND --help` for a command's options)",
+            "",
+            "commands:",
+            *lines,
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -387,39 +434,22 @@ def main(argv: list[str] | None = None) -> None:
     except UsageError as error:
         print(error.message, file=sys.stderr, flush=True)
         raise SystemExit(2) from None
+    except BrokenPipeError:  # `igmda envs | head`: the reader left; not an error of ours
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (flushed at exit, never written)
+        raise SystemExit(141) from None
 
 
 def _dispatch(args: list[str]) -> None:
-    """Run the subcommand named by ``args[0]``."""
-    if args and args[0] == "sweep":
-        sweep_command(args[1:])
+    """Run the subcommand named by ``args[0]`` with the rest of ``args``."""
+    if not args or args[0] in ("-h", "--help"):
+        print(help_text())
+        if not args:
+            raise SystemExit(2)
         return
-    if args and args[0] == "train":
-        train_command(args[1:])
-        return
-    if args and args[0] == "imitate":
-        imitate_command(args[1:])
-        return
-    if args and args[0] == "report":
-        report_command(args[1:])
-        return
-    if args and args[0] == "bench":
-        bench_command(args[1:])
-        return
-    if args and args[0] in ("-h", "--help"):
-        print(
-            "igmda {train,imitate,eval,sweep,report,bench,envs,random} ...; "
-            "`igmda COMMAND --help` for its options\n"
-            "  train    train one run: a preset, an algorithm, a map, seeds and a budget\n"
-            "  imitate  imitation of a frozen expert at several sight ranges\n"
-            "  eval     greedy win rate of a saved run, per seed and aggregated\n"
-            "  sweep    a resumable grid of train runs from a YAML file (--dry-run: its cost)\n"
-            "  report   Table 1 and Fig. 4 with bootstrap intervals from run folders\n"
-            "  bench    how fast it runs here: env, training, -da cost, seeds (--quick: 5 min)\n"
-            "  envs     every map: agents, enemies, actions, observation sizes, limits\n"
-            "  random   a random policy's win/loss/timeout rates, return and env steps/s"
-        )
-    tyro.extras.subcommand_cli_from_dict(COMMANDS, args=args)
+    if args[0] not in COMMANDS:
+        raise UsageError(f"igmda: unknown command {args[0]!r}; commands: {', '.join(COMMANDS)}")
+    handler, _ = COMMANDS[args[0]]
+    handler(args[1:])
 
 
 if __name__ == "__main__":

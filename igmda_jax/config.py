@@ -31,6 +31,8 @@ RESUMABLE_FIELDS = (
     "save_interval",
     "keep_checkpoints",
     "tensorboard",
+    "csv",
+    "wandb_project",
     "unroll_windows",
     "update_microbatches",
     "seed_vmap",
@@ -212,6 +214,11 @@ class Config:
     """Checkpoints kept (oldest deleted)."""
     tensorboard: bool = False
     """Also write TensorBoard scalars (needs the tensorboard extra)."""
+    csv: bool = False
+    """Also write DIR/metrics.csv: metrics.jsonl as a table, rewritten after every evaluation."""
+    wandb_project: str | None = None
+    """Also log to this Weights & Biases project (needs the wandb extra; WANDB_MODE=offline
+    keeps the files in DIR/wandb). The W&B run id is kept in DIR/wandb_id for resumes."""
 
     # ------------------------------------------------------------------ derived
     @property

@@ -242,7 +242,9 @@ def imitation_config(
         "expert_view": expert.expert_view,
         "td_weight": 0.0,
         "t_max": t_max,
-        "tensorboard": False,
+        "tensorboard": False,  # the learner run's loggers are its own flags, not the expert's
+        "csv": False,
+        "wandb_project": None,
         **overrides,
     }
     config = Config(**values).validate()

@@ -6,6 +6,7 @@ Run folder layout (``igmda train --out DIR``)::
     DIR/metrics.jsonl    one row per evaluation per seed (t_env, win rate, return, loss, ...)
     DIR/checkpoints/     orbax checkpoints of the whole TrainState (last N kept)
     DIR/provenance.json  the code (git commit, versions) the run started and each resume ran
+    DIR/tensorboard/ DIR/metrics.csv DIR/wandb/   optional loggers (igmda_jax.loggers)
 
 Everything random lives in the TrainState's keys and evaluation keys are derived from the
 seed and the evaluation index, so a resumed run writes the same metrics as an uninterrupted
@@ -33,6 +34,7 @@ import envs
 from envs.smax_maps import MAPS as SMAX_MAPS
 from igmda_jax.checkpoint import CheckpointStore, check_compatible
 from igmda_jax.config import RESUMABLE_FIELDS, Config, with_defaults
+from igmda_jax.loggers import check_loggers, make_loggers
 from igmda_jax.provenance import record_provenance
 from igmda_jax.seed_layout import (
     DEVICE_AXIS,
@@ -242,35 +244,6 @@ def evaluate_rows(
     return rows
 
 
-class TensorBoardLog:
-    """Optional TensorBoard scalars (``--tensorboard``): one event file in ``DIR/tensorboard``,
-    per-seed and seed-mean values of every numeric metrics row. Needs tensorboardX
-    (``pip install 'igmda-jax[tensorboard]'``)."""
-
-    def __init__(self, directory: Path) -> None:
-        try:
-            from tensorboardX import SummaryWriter
-        except ImportError as error:
-            raise ImportError(
-                "--tensorboard needs tensorboardX: pip install 'igmda-jax[tensorboard]'"
-            ) from error
-        self.writer = SummaryWriter(str(directory))
-
-    def write(self, rows: list[dict[str, Any]]) -> None:
-        step = min(row["t_env"] for row in rows)
-        for name in rows[0]:
-            if name in ("eval", "seed", "t_env") or not isinstance(rows[0][name], int | float):
-                continue
-            values = [row[name] for row in rows]
-            self.writer.add_scalar(f"mean/{name}", float(np.mean(values)), step)
-            for row in rows:
-                self.writer.add_scalar(f"seed{row['seed']}/{name}", row[name], row["t_env"])
-        self.writer.flush()
-
-    def close(self) -> None:
-        self.writer.close()
-
-
 def _checkpoint_steps(out: Path) -> list[int]:
     """Steps of the checkpoints kept in ``out/checkpoints`` (orbax's step folders)."""
     folder = out / "checkpoints"
@@ -348,6 +321,7 @@ def run(
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it")
     # The backend starts before anything is written: workers that cannot start (no StarCraft
     # II, a replay that does not fit) leave no run folder behind to block the corrected retry.
+    check_loggers(config.to_dict())
     compiled = compile_backend(config, env, pool_options)
     try:
         if config.backend != "fused":
@@ -401,7 +375,7 @@ def _train(
     else:
         state = compiled.init(keys) if initial_state is None else initial_state(compiled)
     metrics_path = out / "metrics.jsonl"
-    tensorboard = TensorBoardLog(out / "tensorboard") if config.tensorboard else None
+    loggers = make_loggers(out, metrics_path, config.to_dict())
     if resume and host["evals"] == 0 and _read_rows(metrics_path, 1):
         # killed before its first checkpoint: it starts again from t_env 0; its rows are kept
         aside = metrics_path.with_name("metrics.before-restart.jsonl")
@@ -453,8 +427,8 @@ def _train(
             with metrics_path.open("a") as f:
                 for row in rows:
                     f.write(json.dumps(row) + "\n")
-            if tensorboard is not None:
-                tensorboard.write(rows)
+            for logger in loggers:
+                logger.write(rows)
             host["evals"] += 1
             host["next_test"] = (t // config.test_interval + 1) * config.test_interval
             last_win = float(np.mean([row["win_rate"] for row in rows]))
@@ -486,8 +460,8 @@ def _train(
     save()
     store.close()
     bar.close()
-    if tensorboard is not None:
-        tensorboard.close()
+    for logger in loggers:
+        logger.close()
     final = [json.loads(line) for line in metrics_path.read_text().splitlines()][-config.seeds :]
     return {
         "win_rate_per_seed": [row["win_rate"] for row in final],

@@ -43,7 +43,7 @@ Written (never by ``--dry-run``)::
 
 Rerunning the same command skips finished runs (final_eval.json), evaluates trained ones,
 resumes the others from their last checkpoint. Only budget, logging and layout fields (t_max,
-test_interval, save_interval, keep_checkpoints, tensorboard, unroll_windows,
+test_interval, save_interval, keep_checkpoints, tensorboard, csv, wandb_project, unroll_windows,
 update_microbatches, seed_vmap) may change between calls; any other change to a cell that has a
 run folder is refused (move the folder away to start it over). A finished run stays finished even if t_max grows: delete its
 final_eval.json to train it further. ``--dry-run`` prints the grid, each cell's state and its

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_loggers import assert_csv_equals_jsonl
 
 import envs
 from igmda_jax.checkpoint import CheckpointMismatchError
@@ -137,7 +138,10 @@ def small_run_config(**overrides):
     return make_config("finetuned", seeds=2, **values)
 
 
-def test_run_writes_metrics_and_refuses_mismatched_resume(tmp_path: Path) -> None:
+def test_run_writes_metrics_and_refuses_mismatched_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
     config = small_run_config()
     summary = run(config, tmp_path / "run", progress=False)
     rows = [
@@ -152,12 +156,20 @@ def test_run_writes_metrics_and_refuses_mismatched_resume(tmp_path: Path) -> Non
         run(small_run_config(alg="vdn"), tmp_path / "run", resume=True, progress=False)
     with pytest.raises(FileExistsError, match="--resume"):
         run(config, tmp_path / "run", progress=False)
-    # a longer budget may be resumed, here with TensorBoard logging switched on
+    # a longer budget may be resumed, here with every optional logger switched on
+    loggers_on = {"tensorboard": True, "csv": True, "wandb_project": "igmda-tests"}
     longer = run(
-        small_run_config(t_max=800, tensorboard=True), tmp_path / "run", resume=True, progress=False
+        small_run_config(t_max=800, **loggers_on), tmp_path / "run", resume=True, progress=False
     )
     assert longer["t_env"] >= 800
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+    assert_csv_equals_jsonl(tmp_path / "run")
+    last_mean = np.mean(
+        [row["win_rate"] for row in metric_rows(tmp_path / "run" / "metrics.jsonl")[-2:]]
+    )
+    (wandb_log,) = (tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb")
+    assert b"mean/win_rate" in wandb_log.read_bytes()
+    assert json.dumps(float(last_mean)).encode() in wandb_log.read_bytes()
     # igmda eval: the saved run's greedy win rate per seed and aggregated
     evaluated = evaluate_run(tmp_path / "run", episodes=4)
     assert evaluated["seeds"] == [0, 1] and evaluated["t_env"] == longer["t_env"]
