@@ -78,12 +78,13 @@ from envs.pool_types import (
     Row,
     StepResult,
     WorkerPoolError,
+    WorkerSpec,
     _absorbing,
     _pad_episodes,
     _placeholder_row,
     _row_at,
 )
-from envs.pool_worker import WorkerEnv, WorkerSpec
+from envs.pool_worker import WorkerEnv
 from envs.spec import InvalidActionError, TimeStep, check_actions
 
 __all__ = [

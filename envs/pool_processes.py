@@ -45,8 +45,8 @@ from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from typing import Any, Literal, Self
 
-from envs.pool_types import DroppedEpisode, FaultInjection, Row, WorkerPoolError
-from envs.pool_worker import WorkerSpec, _worker_main, _worker_seed
+from envs.pool_types import DroppedEpisode, FaultInjection, Row, WorkerPoolError, WorkerSpec
+from envs.pool_worker import _worker_main, _worker_seed
 from envs.spec import EnvInfo
 
 __all__ = ["Backend", "WorkerProcesses"]
@@ -165,7 +165,7 @@ class WorkerProcesses:
         if backend == "smac":
             if make_env is not None:
                 raise ValueError("make_env is for backend='smax' only")
-            from envs.smac import check_smac_backend  # envs.smac imports envs.pool (-> here)
+            from envs.smac import check_smac_backend  # only when used: it needs StarCraft II's SMAC
 
             check_smac_backend(map_name, env_options or {})
         self.backend: Backend = backend

@@ -10,7 +10,7 @@ that build, slice and pad rows into the fused path's episode layout.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -201,3 +201,20 @@ def _pad_episodes(
         length=np.asarray(lengths, np.int32),
         worker=np.asarray(workers, np.int32),
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerSpec:
+    """Everything a worker process needs (pickled to the child)."""
+
+    backend: str
+    map_name: str
+    index: int
+    generation: int
+    seed: int
+    env_options: dict[str, Any]
+    make_env: Callable[..., Any] | None
+    platform: str | None
+    compile_cache_dir: str | None
+    crash_at_step: int | None
+    crash_mode: str

@@ -15,44 +15,25 @@ with a plain ``subprocess.Popen``, in its parent's group), can be killed with it
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import signal
 import sys
 import time
 import traceback
-from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any, Protocol
 
 import numpy as np
 
-from envs.pool_types import FIELDS, EpisodeFault, Row
+from envs.pool_types import FIELDS, EpisodeFault, Row, WorkerSpec
 from envs.spec import EnvInfo, TimeStep
 
-__all__ = ["JaxWorkerEnv", "WorkerEnv", "WorkerSpec"]
+__all__ = ["JaxWorkerEnv", "WorkerEnv"]
 
 
 def _worker_seed(seed: int, index: int, generation: int) -> int:
     """A 31-bit seed for one process of one worker (new stream after every restart)."""
     return int(np.random.SeedSequence([seed, index, generation]).generate_state(1)[0] >> 1)
-
-
-@dataclasses.dataclass(frozen=True)
-class WorkerSpec:
-    """Everything a worker process needs (pickled to the child)."""
-
-    backend: str
-    map_name: str
-    index: int
-    generation: int
-    seed: int
-    env_options: dict[str, Any]
-    make_env: Callable[..., Any] | None
-    platform: str | None
-    compile_cache_dir: str | None
-    crash_at_step: int | None
-    crash_mode: str
 
 
 class WorkerEnv(Protocol):
@@ -77,7 +58,7 @@ class WorkerEnv(Protocol):
 def _make_worker_env(spec: WorkerSpec) -> WorkerEnv:
     """The backend's worker env (inside the worker process)."""
     if spec.backend == "smac":
-        from envs.smac import SmacWorkerEnv  # here, not on top: envs.smac imports this module
+        from envs.smac import SmacWorkerEnv  # only when used: it needs StarCraft II's SMAC
 
         return SmacWorkerEnv(spec)
     return JaxWorkerEnv(spec)

@@ -2,7 +2,7 @@
 
 The worker env wraps ``smac.env.StarCraft2Env(map_name=...)`` from the SMAC repository (not the
 PyPI package named ``smac``; see :func:`require_smac`). :mod:`envs.pool` imports this module
-only when the "smac" backend is used; the pool's public names are re-exported here too.
+only when the "smac" backend is used; this module imports none of the pool's.
 
 Sight. Agents see ``sight_range`` (``env_options["sight_range"]``; None keeps SMAC's 9): the
 worker shadows ``unit_sight_range`` on its StarCraft2Env instance, which ``get_obs_agent``
@@ -65,39 +65,17 @@ from typing import Any
 
 import numpy as np
 
-from envs.pool import WorkerPool
-from envs.pool_types import (
-    DroppedEpisode,
-    EpisodeBatch,
-    EpisodeFault,
-    FaultInjection,
-    Rollout,
-    Row,
-    StepResult,
-    WorkerPoolError,
-)
-from envs.pool_worker import WorkerSpec
+from envs.pool_types import EpisodeFault, Row, WorkerSpec
 from envs.spec import (
     EnvInfo,
-    InvalidActionError,
-    check_actions,
     validate_expert_view,
     validate_sight_range,
 )
 
 __all__ = [
     "SMAC_INSTALL_HELP",
-    "DroppedEpisode",
-    "EpisodeBatch",
-    "FaultInjection",
-    "InvalidActionError",
-    "Rollout",
     "SmacNotAvailableError",
     "SmacWorkerEnv",
-    "StepResult",
-    "WorkerPool",
-    "WorkerPoolError",
-    "check_actions",
     "check_smac_backend",
     "require_smac",
 ]

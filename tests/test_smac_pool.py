@@ -365,7 +365,7 @@ def test_interpreter_exit_closes_workers(tmp_path):
             f"""
             import json, sys
             sys.path[:0] = {[str(Path(__file__).parent), str(Path(__file__).parents[1])]!r}
-            from envs.smac import WorkerPool
+            from envs.pool import WorkerPool
             from test_smac_pool import make_countdown
 
             if __name__ == "__main__":
