@@ -370,6 +370,33 @@ def eval_command(
     )
 
 
+def render_command(
+    run_dir: Annotated[tyro.conf.Positional[str], tyro.conf.arg(metavar="RUN_DIR")],
+    out: str,
+    seed: int | None = None,
+    episodes: int = 1,
+    actor: str = "deployed",
+    fps: float = 8.0,
+) -> None:
+    """Animated GIF of greedy episodes of a saved SMAX run: units, health, attacks, the agents'
+    sight and, for -da/-bc, where learner and expert choose differently (docs/render.md).
+    --out FILE.gif; --seed: which of the run's seeds (default its first); --actor: deployed
+    (= learner; a plain run's agent) | learner | expert (-da/-bc)."""
+    from igmda_jax.checkpoint import CheckpointUnreadableError
+    from igmda_jax.config import ConfigError
+    from igmda_jax.render import render_run
+
+    try:
+        result = render_run(run_dir, out, episodes=episodes, actor=actor, seed=seed, fps=fps)
+    except (ValueError, FileNotFoundError, ConfigError, CheckpointUnreadableError) as error:
+        raise UsageError(f"igmda render: {error}") from None
+    outcomes = ", ".join(
+        f"{length} steps {'won' if won else 'not won'}"
+        for length, won in zip(result["lengths"], result["won"], strict=True)
+    )
+    print(f"{result['out']}: {result['frames']} frames; episodes: {outcomes}")
+
+
 def report_command(argv: list[str]) -> None:
     """igmda report DIR [DIR ...] --out OUTDIR [--reps N] [--title T]: Table 1 and Fig. 4 with
     bootstrap intervals from run folders (igmda_jax/report.py); bad input exits 2."""
@@ -404,6 +431,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], None], str]] = {
     "train": (train_command, "train one run: a preset, an algorithm, a map, seeds and a budget"),
     "imitate": (imitate_command, "imitation of a frozen expert at several sight ranges"),
     "eval": (tyro_command(eval_command), "greedy win rate of a saved run, per seed and mean"),
+    "render": (tyro_command(render_command), "animated GIF of greedy episodes of a SMAX run"),
     "sweep": (sweep_command, "a resumable grid of train runs from a YAML file (--dry-run: cost)"),
     "report": (report_command, "Table 1 and curves with bootstrap intervals from run folders"),
     "bench": (bench_command, "how fast it runs here: env, training, -da cost, seeds"),
