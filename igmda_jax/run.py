@@ -34,14 +34,18 @@ import envs
 from envs.smax_maps import MAPS as SMAX_MAPS
 from igmda_jax.checkpoint import CheckpointStore, check_compatible
 from igmda_jax.config import RESUMABLE_FIELDS, Config, with_defaults
+from igmda_jax.distributed import barrier, check_supported, fetch, is_primary
 from igmda_jax.loggers import check_loggers, make_loggers
 from igmda_jax.provenance import record_provenance
 from igmda_jax.seed_layout import (
     DEVICE_AXIS,
+    assemble_per_device,
+    global_array,
     idle_devices_notice,
     map_seed_groups,
     pad_seeds,
     padded_seed_count,
+    process_devices,
     seed_group_size,
     seed_sharding,
     unpad_seeds,
@@ -134,9 +138,14 @@ def compile_trainer(
 ) -> Compiled:
     """jit(vmap(...)) of the trainer's functions for ``config`` on ``env`` (default: the
     config's own environment, ``make_env``), seeds spread over ``devices`` (default: every
-    local device; ``seed_sharding``)."""
+    local device, or with several processes those of ``seed_layout.process_devices``;
+    ``seed_sharding``). Seeds spread over several processes are initialised, evaluated and
+    trained by the process that holds them."""
     trainer = make_train(config, make_env(config) if env is None else env, SEED_AXIS)
-    devices = jax.local_devices() if devices is None else devices
+    if devices is None:
+        several = jax.process_count() > 1
+        devices = process_devices(config.seeds, jax.devices()) if several else jax.local_devices()
+    spans_processes = len({d.process_index for d in devices}) > 1
     padded = padded_seed_count(config.seeds, len(devices))
     sharding = seed_sharding(padded, devices) or SingleDeviceSharding(devices[0])
     init_on_one_device = jax.jit(jax.vmap(trainer.init))
@@ -145,6 +154,9 @@ def compile_trainer(
         """keys: [seeds, 2] -> a working state ([padded, ...] leaves, spread)."""
         # Initialised on one device, then spread: XLA's CPU runtime hangs (jax 0.10.2) running
         # the GRU parameter initialisation partitioned over host devices.
+        if spans_processes and not isinstance(keys, jax.core.Tracer):  # (state_like traces)
+            # each process its own seeds (process_devices: no padding)
+            return assemble_per_device(init_on_one_device, np.asarray(keys), sharding)
         keys = pad_seeds(jax.device_put(keys, devices[0]), padded)
         return jax.device_put(init_on_one_device(keys), sharding)
 
@@ -173,12 +185,19 @@ def compile_trainer(
         return lambda state, keys: unpad_seeds(fn(state, pad_seeds(keys, padded)), config.seeds)
 
     jitted_evaluate = {actor: jax.jit(real_seeds(fn)) for actor, fn in evaluate.items()}
+    place_keys = (
+        (lambda keys: global_array(np.asarray(keys), sharding))
+        if spans_processes
+        else (lambda keys: keys)
+    )
 
     return Compiled(
         trainer=trainer,
         init=init,
         train_chunk=jax.jit(chunk, donate_argnums=0),
-        evaluate=lambda state, keys, actor="deployed": jitted_evaluate[actor](state, keys),
+        evaluate=lambda state, keys, actor="deployed": jitted_evaluate[actor](
+            state, place_keys(keys)
+        ),
         sharding=sharding,
         seed_group=group,
         seeds=config.seeds,
@@ -222,11 +241,11 @@ def evaluate_rows(
 ) -> list[dict[str, Any]]:
     """Greedy evaluation of every seed; one metrics row per seed."""
     keys = evaluation_keys(config, index)
-    result = jax.device_get(compiled.evaluate(state, keys, "deployed"))
+    result = fetch(compiled.evaluate(state, keys, "deployed"))
     if config.uses_expert:
-        expert = jax.device_get(compiled.evaluate(state, keys, "expert"))
+        expert = fetch(compiled.evaluate(state, keys, "expert"))
         result["expert_win_rate"] = expert["win_rate"]
-    t_env = np.asarray(jax.device_get(state.t_env))
+    t_env = np.asarray(fetch(state.t_env))
     rows = []
     for seed in range(config.seeds):
         row: dict[str, Any] = {
@@ -307,6 +326,8 @@ def run(
     (a resume restores the checkpoint into the same structure), ``desc`` labels the progress bar.
     """
     config.validate()
+    check_supported(config.backend, config.seeds)  # several processes: what they can run
+    progress = progress and is_primary()  # several processes: process 0 reports
     out = Path(out_dir)
     config_path = out / "config.json"
     if resume:
@@ -321,6 +342,7 @@ def run(
         raise FileExistsError(f"{out} already holds a run; pass --resume to continue it")
     # The backend starts before anything is written: workers that cannot start (no StarCraft
     # II, a replay that does not fit) leave no run folder behind to block the corrected retry.
+    barrier("igmda run: folder checked")  # several processes: all read it before one writes
     check_loggers(config.to_dict())
     compiled = compile_backend(config, env, pool_options)
     try:
@@ -331,10 +353,11 @@ def run(
             if progress:
                 print(describe_memory(compiled), file=sys.stderr, flush=True)
         out.mkdir(parents=True, exist_ok=True)
-        config_path.write_text(json.dumps(config.to_dict(), indent=1))
-        warning = record_provenance(out, resume)
-        if warning is not None:
-            print(warning, file=sys.stderr, flush=True)
+        if is_primary():  # several processes: process 0 writes the run folder's files
+            config_path.write_text(json.dumps(config.to_dict(), indent=1))
+            warning = record_provenance(out, resume)
+            if warning is not None:
+                print(warning, file=sys.stderr, flush=True)
         return _train(config, out, compiled, resume, progress, initial_state, desc)
     finally:
         compiled.close()
@@ -351,7 +374,7 @@ def _train(
 ) -> dict:
     """The loop of :func:`run` on a started backend."""
     used = len(compiled.sharding.device_set)
-    notice = idle_devices_notice(config.seeds, used, len(jax.local_devices()))
+    notice = idle_devices_notice(config.seeds, used, len(jax.devices()))
     if notice is not None and progress:
         print(notice, file=sys.stderr, flush=True)
     keys = seed_keys(config)
@@ -361,7 +384,7 @@ def _train(
         restored, metadata, skipped = store.restore_latest(
             compiled.state_like(keys), require=("config", "host"), set_aside=True
         )
-        resumed_at = int(np.min(jax.device_get(restored.t_env)))
+        resumed_at = int(np.min(fetch(restored.t_env)))
         for bad in skipped:  # a damaged newest checkpoint: continue from the previous one
             print(
                 f"checkpoint {bad.step} is damaged ({bad.reason}); set aside as "
@@ -375,8 +398,8 @@ def _train(
     else:
         state = compiled.init(keys) if initial_state is None else initial_state(compiled)
     metrics_path = out / "metrics.jsonl"
-    loggers = make_loggers(out, metrics_path, config.to_dict())
-    if resume and host["evals"] == 0 and _read_rows(metrics_path, 1):
+    loggers = make_loggers(out, metrics_path, config.to_dict()) if is_primary() else []
+    if is_primary() and resume and host["evals"] == 0 and _read_rows(metrics_path, 1):
         # killed before its first checkpoint: it starts again from t_env 0; its rows are kept
         aside = metrics_path.with_name("metrics.before-restart.jsonl")
         metrics_path.replace(aside)
@@ -385,11 +408,12 @@ def _train(
                 f"no checkpoint to resume from: starting again; rows kept in {aside}",
                 file=sys.stderr,
             )
-    kept = _read_rows(metrics_path, host["evals"])
-    metrics_path.write_text("".join(line + "\n" for line in kept))
+    if is_primary():
+        kept = _read_rows(metrics_path, host["evals"])
+        metrics_path.write_text("".join(line + "\n" for line in kept))
 
     def t_now() -> int:
-        return int(np.min(jax.device_get(compiled.unpad(state.t_env))))
+        return int(np.min(fetch(compiled.unpad(state.t_env))))
 
     def save() -> None:
         if store.latest_step() == t_now():
@@ -424,9 +448,10 @@ def _train(
             rows = evaluate_rows(compiled, state, config, host["evals"], last_metrics)
             wall = time.perf_counter() - start_wall
             rows = [{**row, "wall_time": round(wall, 2)} for row in rows]
-            with metrics_path.open("a") as f:
-                for row in rows:
-                    f.write(json.dumps(row) + "\n")
+            if is_primary():
+                with metrics_path.open("a") as f:
+                    for row in rows:
+                        f.write(json.dumps(row) + "\n")
             for logger in loggers:
                 logger.write(rows)
             host["evals"] += 1
@@ -436,7 +461,7 @@ def _train(
             break
         chunk_start = time.perf_counter()
         state, chunk_metrics = compiled.train_chunk(state)
-        last_metrics = jax.device_get(chunk_metrics)
+        last_metrics = fetch(chunk_metrics)
         if not np.all(last_metrics["finite"]):
             bad = [config.seed + i for i, ok in enumerate(last_metrics["finite"]) if not ok]
             raise TrainingDiverged(
@@ -462,6 +487,7 @@ def _train(
     bar.close()
     for logger in loggers:
         logger.close()
+    barrier("igmda run: metrics written")  # several processes: process 0 wrote them
     final = [json.loads(line) for line in metrics_path.read_text().splitlines()][-config.seeds :]
     return {
         "win_rate_per_seed": [row["win_rate"] for row in final],

@@ -1,16 +1,19 @@
 """Where a run's seeds execute: spread over devices, and looped or vmapped within each.
 
 On GPU/TPU the seed axis is spread over the accelerators; on the CPU importing ``envs`` makes
-one XLA device per core (envs/__init__.py), and the seed axis is spread over them. Within a
+one XLA device per core (envs/__init__.py), and the seed axis is spread over them. With several
+processes (igmda_jax/distributed.py) it is spread over every process's devices
+(``process_devices``), each process computing its own seeds. Within a
 device the seeds run in groups (``Config.seed_vmap``), vmapped within a group and one group
 after another. ``run.compile_trainer`` combines these into one compiled program.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -129,3 +132,50 @@ def pad_seeds(tree: Any, padded: int) -> Any:
 def unpad_seeds(tree: Any, seeds: int) -> Any:
     """Every leaf's leading seed axis cut back to the first ``seeds``."""
     return jax.tree.map(lambda x: x if x.shape[0] == seeds else x[:seeds], tree)
+
+
+def process_devices(seeds: int, devices: Sequence[Any]) -> list:
+    """The devices the seed axis spreads over when ``devices`` belong to several processes:
+    the same number from every process (the most, up to the smallest process's count, that
+    split ``seeds`` evenly), process 0's first. No padding (``padded_seed_count``): a
+    checkpoint's seed axis then spreads over the same devices as the working state.
+
+    ``seeds`` must be a multiple of the number of processes (``distributed.check_supported``
+    refuses other runs), so that every process trains seeds of its own."""
+    by_process: dict[int, list] = {}
+    for device in devices:
+        by_process.setdefault(device.process_index, []).append(device)
+    processes = len(by_process)
+    if seeds % processes:
+        raise ValueError(f"{seeds} seeds do not split over {processes} processes")
+    most = min(len(group) for group in by_process.values())
+    per_process = max(d for d in range(1, most + 1) if seeds % (processes * d) == 0)
+    return [device for index in sorted(by_process) for device in by_process[index][:per_process]]
+
+
+def assemble_per_device(fn: Callable, keys: np.ndarray, sharding: NamedSharding) -> Any:
+    """``fn(keys[part])`` on each of this process's devices of ``sharding``, for the part of
+    the seed axis that device holds, assembled into global arrays spread by ``sharding``.
+
+    keys: [seeds, 2] (the same on every process); each leaf of ``fn``'s output has a leading
+    seed axis. Each process computes only its own seeds: nothing is computed twice and no
+    device holds another's state. ``fn`` runs unpartitioned on one device at a time (a
+    partitioned GRU initialisation hangs XLA's CPU runtime, see ``run.compile_trainer``)."""
+    chex.assert_rank(keys, 2)
+    parts = [
+        fn(jax.device_put(keys[index[0]], device))
+        for device, index in sharding.addressable_devices_indices_map(keys.shape).items()
+    ]
+
+    def assemble(*shards: jax.Array) -> jax.Array:
+        shape = (keys.shape[0], *shards[0].shape[1:])
+        return jax.make_array_from_single_device_arrays(shape, sharding, list(shards))
+
+    return jax.tree.map(assemble, *parts)
+
+
+def global_array(values: np.ndarray, sharding: NamedSharding) -> jax.Array:
+    """``values`` (the same on every process, leading seed axis) as one array spread by
+    ``sharding``, each process placing only its own devices' parts."""
+    values = np.asarray(values)
+    return jax.make_array_from_callback(values.shape, sharding, lambda index: values[index])
