@@ -21,7 +21,7 @@ checkpoint (truncated or garbled data, a missing or garbled manifest or metadata
 raises) to the previous kept one. Hashing reads each leaf to the host once more on save and on
 restore (one leaf at a time; about 1.5 GB/s). Checkpoints saved before the checksums existed are
 restored unchecked. An array spread over several processes (``igmda_jax.distributed``) is hashed
-where its parts live and the parts' CRCs are combined (:func:`_crc32_combine`): the checksum is
+where its parts live and the parts' CRCs are combined (:func:`igmda_jax.digests.crc32_combine`): the checksum is
 the one a single process records for the same bytes.
 
 Several processes: every process calls ``save`` and ``restore*`` together (orbax writes each
@@ -50,13 +50,14 @@ import logging
 import os
 import re
 import shutil
-import zlib
 from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from igmda_jax.digests import is_key, path_str, tree_digests
 
 PyTree = Any
 
@@ -172,27 +173,17 @@ def abstract_like(tree: PyTree) -> PyTree:
     return jax.tree.map(one, tree)
 
 
-def _path_str(path: tuple) -> str:
-    """Key path -> "opt/0/mu/w" (attribute, dict and sequence keys alike, as orbax stores)."""
-    parts = [str(getattr(k, a)) for k in path for a in ("key", "name", "idx") if hasattr(k, a)]
-    return "/".join(parts) or "<root>"
-
-
-def _is_key(dtype: Any) -> bool:
-    return jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
-
-
 def _stored_spec(x: jax.ShapeDtypeStruct) -> tuple[tuple[int, ...], np.dtype]:
     """Shape and dtype orbax writes for a leaf (typed keys are written as their key data)."""
-    if _is_key(x.dtype):
+    if is_key(x.dtype):
         x = jax.eval_shape(jax.random.key_data, jax.ShapeDtypeStruct(x.shape, x.dtype))
     return tuple(x.shape), np.dtype(x.dtype)
 
 
 def _compare_trees(saved_meta: PyTree, target: PyTree) -> list[str]:
     """Differences between on-disk array metadata and the abstract target, one line each."""
-    saved = {_path_str(p): v for p, v in jax.tree_util.tree_flatten_with_path(saved_meta)[0]}
-    want = {_path_str(p): v for p, v in jax.tree_util.tree_flatten_with_path(target)[0]}
+    saved = {path_str(p): v for p, v in jax.tree_util.tree_flatten_with_path(saved_meta)[0]}
+    want = {path_str(p): v for p, v in jax.tree_util.tree_flatten_with_path(target)[0]}
     problems = [f"{p}: in checkpoint only" for p in sorted(set(saved) - set(want))]
     problems += [f"{p}: missing from checkpoint" for p in sorted(set(want) - set(saved))]
     for p in sorted(set(saved) & set(want)):
@@ -241,114 +232,9 @@ def _os_error(e: BaseException) -> tuple[int | None, str]:
     return None, _one_line(e)
 
 
-def _leaf_bytes(x: Any) -> np.ndarray:
-    """The bytes of an array leaf as a flat uint8 view (typed keys: their key data)."""
-    if _is_key(getattr(x, "dtype", np.float32)):
-        x = jax.random.key_data(x)
-    return np.ascontiguousarray(np.asarray(x)).reshape(-1).view(np.uint8)
-
-
-def _gf2_times(matrix: list[int], vector: int) -> int:
-    """A 32x32 matrix over GF(2) (one int per column) times a 32-bit vector."""
-    total, column = 0, 0
-    while vector:
-        if vector & 1:
-            total ^= matrix[column]
-        vector >>= 1
-        column += 1
-    return total
-
-
-def _crc32_combine(crc1: int, crc2: int, length2: int) -> int:
-    """CRC-32 of ``A + B`` from ``crc32(A)``, ``crc32(B)`` and ``len(B)``: zlib's
-    ``crc32_combine`` (Python's zlib does not expose it), O(log len(B)) without the bytes."""
-    if length2 <= 0:
-        return crc1
-    odd = [0xEDB88320] + [1 << n for n in range(31)]  # the operator of one zero bit
-    even = [_gf2_times(odd, column) for column in odd]  # two zero bits
-    odd = [_gf2_times(even, column) for column in even]  # four zero bits
-    while True:  # apply len(B) zero bytes to crc1, squaring the operator bit by bit
-        even = [_gf2_times(odd, column) for column in odd]
-        if length2 & 1:
-            crc1 = _gf2_times(even, crc1)
-        length2 >>= 1
-        if not length2:
-            break
-        odd = [_gf2_times(even, column) for column in even]
-        if length2 & 1:
-            crc1 = _gf2_times(odd, crc1)
-        length2 >>= 1
-        if not length2:
-            break
-    return crc1 ^ crc2
-
-
-def _row_blocks(x: jax.Array) -> list[tuple[int, int, Any]] | None:
-    """The distinct shards of ``x`` as ``(first row, last row + 1, owning device)``, in row
-    order, each owned by the first device (by id) holding it; None when a shard is not a run
-    of whole rows (split along a later axis), i.e. not one contiguous block of bytes."""
-    blocks: dict[tuple[int, int], Any] = {}
-    rows = x.shape[0] if x.ndim else 1
-    for device, index in sorted(
-        x.sharding.devices_indices_map(x.shape).items(), key=lambda kv: kv[0].id
-    ):
-        for axis, part in enumerate(index[1:], start=1):
-            if part.indices(x.shape[axis]) != (0, x.shape[axis], 1):
-                return None
-        start, stop, _ = index[0].indices(rows) if index else (0, 1, 1)
-        blocks.setdefault((start, stop), device)
-    return [(start, stop, device) for (start, stop), device in sorted(blocks.items())]
-
-
-def _spread_digests(leaves: list[tuple[str, jax.Array]]) -> dict[str, str]:
-    """CRC-32 (hex) of arrays spread over several processes, equal to that of the whole
-    array's bytes: each process hashes the row blocks its devices own, one gather (a
-    collective: every process calls it) brings every block's CRC, and the CRCs are combined in
-    row order (:func:`_crc32_combine`). Leaves split along a later axis are skipped."""
-    from jax.experimental import multihost_utils
-
-    plans = []  # (path, blocks, bytes per row)
-    local = []  # this process's CRC of each block, 0 for other processes' blocks
-    for path, x in leaves:
-        if _is_key(x.dtype):
-            x = jax.random.key_data(x)
-        blocks = _row_blocks(x)
-        if blocks is None:
-            continue
-        shards = {shard.device: shard for shard in x.addressable_shards}
-        for _, _, device in blocks:
-            mine = device.process_index == jax.process_index()
-            local.append(zlib.crc32(_leaf_bytes(shards[device].data)) if mine else 0)
-        row_bytes = int(np.prod(x.shape[1:], dtype=np.int64)) * x.dtype.itemsize
-        plans.append((path, blocks, row_bytes))
-    if not plans:
-        return {}
-    gathered = multihost_utils.process_allgather(np.asarray(local, np.uint32))
-    crcs = iter(np.bitwise_or.reduce(np.asarray(gathered).reshape(-1, len(local)), axis=0))
-    out = {}
-    for path, blocks, row_bytes in plans:
-        digest = 0
-        for start, stop, _ in blocks:
-            digest = _crc32_combine(digest, int(next(crcs)), (stop - start) * row_bytes)
-        out[path] = f"{digest:08x}"
-    return out
-
-
-def _digests(tree: PyTree) -> dict[str, str]:
-    """CRC-32 (hex) of every array leaf, by path; arrays spread over several processes are
-    hashed where their parts live (:func:`_spread_digests`): the same value as one process's."""
-    out, spread = {}, []
-    for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        if isinstance(x, jax.Array) and not x.is_fully_addressable:
-            spread.append((_path_str(path), x))
-        elif isinstance(x, (jax.Array, np.ndarray)):
-            out[_path_str(path)] = f"{zlib.crc32(_leaf_bytes(x)):08x}"
-    return {**out, **_spread_digests(spread)} if spread else out
-
-
 def _check_digests(state: PyTree, saved: Mapping[str, str]) -> None:
     """Raise :class:`_Unreadable` naming the first restored leaf whose bytes differ."""
-    for path, digest in sorted(_digests(state).items()):
+    for path, digest in sorted(tree_digests(state).items()):
         if path in saved and saved[path] != digest:
             raise _Unreadable(f"array data of {path} does not match its checksum (garbled)")
 
@@ -445,7 +331,7 @@ class CheckpointStore:
             meta = json.loads(json.dumps(dict(metadata)))
         except (TypeError, ValueError) as e:
             raise TypeError(f"checkpoint metadata is not JSON-serialisable: {e}") from e
-        meta[_DIGESTS] = _digests(state)
+        meta[_DIGESTS] = tree_digests(state)
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
         try:
             saved = self._mgr.save(step, args=args, force=True)
@@ -562,9 +448,9 @@ class CheckpointStore:
         state = self._read_item(step, "state", ocp.args.StandardRestore(target))
         flat_want = jax.tree_util.tree_flatten_with_path(target)[0]
         for (path, want), got in zip(flat_want, jax.tree.leaves(state), strict=True):
-            if _is_key(want.dtype) != _is_key(got.dtype):
+            if is_key(want.dtype) != is_key(got.dtype):
                 raise CheckpointMismatchError(
-                    f"{_path_str(path)}: saved as {got.dtype} but the template holds "
+                    f"{path_str(path)}: saved as {got.dtype} but the template holds "
                     f"{want.dtype}; convert with jax.random.key_data / jax.random.wrap_key_data"
                 )
         digests = meta.get(_DIGESTS, {})

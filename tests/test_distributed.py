@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 from test_train import kill_after_first_checkpoint, metric_rows
 
-from igmda_jax.checkpoint import CheckpointStore, _crc32_combine
+from igmda_jax.checkpoint import CheckpointStore
 from igmda_jax.cli import parse_train_args
+from igmda_jax.digests import crc32_combine
 from igmda_jax.distributed import (
     DistributedError,
     Launch,
@@ -135,7 +136,7 @@ def test_crc32_combine_matches_zlib_on_the_joined_bytes() -> None:
     rng = np.random.default_rng(0)
     for size_a, size_b in [(0, 0), (0, 5), (7, 0), (1, 1), (100, 3), (5, 4096), (333, 10_001)]:
         a, b = rng.bytes(size_a), rng.bytes(size_b)
-        assert _crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b)) == zlib.crc32(a + b)
+        assert crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b)) == zlib.crc32(a + b)
 
 
 def _free_port() -> int:
