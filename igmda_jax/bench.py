@@ -1,6 +1,6 @@
 """``igmda bench``: how fast igmda-jax runs on this machine, as one table and one JSON.
 
-    igmda bench [--quick] [--out results/bench.json] [--readme README.md]
+    igmda bench [--quick] [--out results/bench.json] [--readme docs/benchmarks.md]
     python -m igmda_jax.bench ...
 
 Every case runs in a fresh process (``igmda_jax.bench_cases``), one at a time, so compile
@@ -19,7 +19,8 @@ times and peak memory are each case's own. Reported:
   into an existing ``--out`` file.
 
 ``--quick`` (3m only) finishes within about 5 minutes on a 2-core CPU. The full run's wall time
-is written with its results. ``--readme`` replaces the README's block between
+is written with its results. ``--readme PAGE`` replaces the block of a Markdown page
+(ours: docs/benchmarks.md) between
 ``<!-- bench:begin -->`` and ``<!-- bench:end -->`` with :func:`markdown` of the results (or,
 with ``--render-only``, of the existing ``--out`` file, measuring nothing).
 """
@@ -318,7 +319,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="igmda bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="3m only, about 5 minutes")
     parser.add_argument("--out", type=Path, default=Path("results/bench.json"))
-    parser.add_argument("--readme", type=Path, help="rewrite this README's benchmark block")
+    parser.add_argument(
+        "--readme",
+        type=Path,
+        help="rewrite the benchmark block of this page (ours: docs/benchmarks.md)",
+    )
     parser.add_argument(
         "--render-only", action="store_true", help="measure nothing: render --out into --readme"
     )

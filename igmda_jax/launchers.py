@@ -27,8 +27,10 @@ when they differ from the copy there. Every file is written to a temporary name 
 
 A launcher starts tasks: ``Launcher.run(tasks, jobs)`` yields ``(task, returncode)`` as they
 end. ``LocalLauncher`` runs each task as ``python -m igmda_jax.launchers run-task TASK.json``
-in its own process group, stopped with the launcher (SIGTERM, SIGINT or the launcher's death);
-a SLURM (submitit) or Ray launcher needs only the task and ``execute_task`` on the other side.
+in its own process group, stopped with the launcher (SIGTERM, SIGINT or the launcher's death).
+``launchers_slurm.SlurmLauncher`` (a SLURM job per task, through submitit) and
+``launchers_ray.RayLauncher`` (a Ray task per task) start that same child process on the
+other side, so the run and results folders are the same whichever engine ran them.
 """
 
 from __future__ import annotations
@@ -290,6 +292,11 @@ def die_with_parent() -> None:
 
 
 # ---------------------------------------------------------------------------- launchers
+class LaunchError(RuntimeError):
+    """A launcher cannot start its tasks (no scheduler, a refused submission, an unreachable
+    cluster): its message is one line for the user."""
+
+
 class Launcher(Protocol):
     """Starts tasks, at most ``jobs`` at once, and yields each with its exit status as it ends.
     Closing the iterator (or an exception in it) stops the tasks still running."""
@@ -317,7 +324,12 @@ def cpu_devices_env(jobs: int, environ: Mapping[str, str] = os.environ) -> dict[
     if jobs <= 1 or "IGMDA_CPU_DEVICES" in environ:
         return {}
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    devices = max(1, (cores or 1) // jobs)
+    return xla_devices_env(max(1, (cores or 1) // jobs), environ)
+
+
+def xla_devices_env(devices: int, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """Environment giving a child ``devices`` XLA CPU devices: ``IGMDA_CPU_DEVICES`` and
+    ``XLA_FLAGS`` with its device-count flag replaced (an inherited one would win)."""
     flag = "--xla_force_host_platform_device_count"
     kept = [f for f in environ.get("XLA_FLAGS", "").split() if not f.startswith(flag + "=")]
     return {
@@ -351,9 +363,12 @@ class LocalLauncher:
     poll_s: float = 0.5
     grace_s: float = 10.0
 
-    def start(self, task: RunTask, jobs: int = 1) -> subprocess.Popen:
+    def start(
+        self, task: RunTask, jobs: int = 1, env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen:
         """Write task.json and start ``python -m igmda_jax.launchers run-task`` on it, with
-        :func:`cpu_devices_env` for ``jobs`` runs at once."""
+        :func:`cpu_devices_env` for ``jobs`` runs at once and ``env`` added to its environment
+        (the SLURM and Ray launchers start their runs with this too)."""
         run_dir = Path(task.run_dir)
         task_file = run_dir / "task.json"
         write_atomic(task_file, task.to_json())
@@ -370,6 +385,7 @@ class LocalLauncher:
                 env={
                     **os.environ,
                     **cpu_devices_env(jobs),
+                    **(env or {}),
                     PARENT_ENV: str(os.getpid()),
                     "PYTHONUNBUFFERED": "1",
                 },

@@ -343,7 +343,8 @@ def run(
     # The backend starts before anything is written: workers that cannot start (no StarCraft
     # II, a replay that does not fit) leave no run folder behind to block the corrected retry.
     barrier("igmda run: folder checked")  # several processes: all read it before one writes
-    check_loggers(config.to_dict())
+    if is_primary():  # only process 0 writes the loggers
+        check_loggers(config.to_dict())
     compiled = compile_backend(config, env, pool_options)
     try:
         if config.backend != "fused":

@@ -1,4 +1,5 @@
-"""igmda bench: derived tables by hand, the README block, and one real (small) run end to end.
+"""igmda bench: derived tables by hand, the docs block (test_docs checks the committed one), and one
+real (small) run end to end.
 No timing is asserted: benchmarks print numbers, tests check that they are computed right."""
 
 from __future__ import annotations
@@ -58,13 +59,6 @@ def test_markdown_block_replaces_only_between_markers() -> None:
     assert replace_block(readme, block) == f"intro\n{BEGIN}\n{block}{END}\noutro\n"
     with pytest.raises(ValueError, match="no <!-- bench:begin -->"):
         replace_block("no markers", block)
-
-
-def test_readme_benchmark_block_is_generated_from_results() -> None:
-    """The README's table is markdown(results/bench.json), not typed by hand."""
-    report = json.loads((ROOT / "results" / "bench.json").read_text())
-    readme = (ROOT / "README.md").read_text()
-    assert replace_block(readme, markdown(report)) == readme
 
 
 def test_a_small_bench_runs_end_to_end(tmp_path: Path, monkeypatch, capsys) -> None:
