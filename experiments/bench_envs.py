@@ -8,7 +8,7 @@ is <= 1.5). MMM2 has no raw counterpart (SMAX has no medivac).
     python experiments/bench_envs.py [--maps 3m 8m] [--batches 1 8 64] [--total-steps 30000]
 
 ``igmda bench`` measures the same at 8 envs (its timing functions live in
-``igmda_jax.bench_cases``); this script adds the 1- and 64-env batches.
+``igmda_jax.tools.bench_cases``); this script adds the 1- and 64-env batches.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import jax
 
 import envs
 from envs.rollout import make_random_rollout
-from igmda_jax.bench_cases import make_raw_rollout, time_rollout
+from igmda_jax.tools.bench_cases import make_raw_rollout, time_rollout
 
 
 def main() -> None:

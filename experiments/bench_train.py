@@ -41,9 +41,9 @@ import jax.numpy as jnp
 
 from envs.rollout import make_random_rollout
 from envs.spec import recorder
-from igmda_jax.config import Config, make_config
-from igmda_jax.learner import make_optimizer, update
-from igmda_jax.rollout import collect
+from igmda_jax.core.config import Config, make_config
+from igmda_jax.fused.learner import make_optimizer, update
+from igmda_jax.fused.rollout import collect
 from igmda_jax.run import compile_trainer, seed_keys
 
 TARGET_STEPS_PER_SEED = 4_500  # on 3m

@@ -2,7 +2,7 @@
 ``igmda bench --quick``, and write one JSON (``experiments/device_check.sh`` calls this on a GPU
 machine; its dry run calls it on the CPU with a tiny grid).
 
-Each configuration runs in a fresh process (``igmda_jax.bench_cases``: ``igmda train``'s
+Each configuration runs in a fresh process (``igmda_jax.tools.bench_cases``: ``igmda train``'s
 defaults at sight 0, compile seconds, env steps/s per seed once the replay can sample, peak host
 and device memory). Configurations that would start after ``--deadline-s`` are recorded as
 skipped, so the whole check ends in time; the JSON is rewritten after every one.
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from igmda_jax import bench
+from igmda_jax.tools import bench
 
 
 def main() -> None:

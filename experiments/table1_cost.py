@@ -17,7 +17,7 @@ For each map and algorithm it builds the run exactly as ``igmda train --alg A --
 With ``--jobs N`` the configurations are measured N at a time, each worker process on
 ``cores // N`` XLA CPU devices, which is how ``igmda sweep --jobs N`` runs them: the rates are
 taken beside the other runs, and the grid's wall time is the runs' list schedule
-(``sweep_plan.wall_hours``), not their sum.
+(``igmda_jax.sweeps.plan.wall_hours``), not their sum.
 
 Run it alone on the machine (pause other work): it is a timing. Writes ``--out`` (JSON, the
 ``rows`` that ``igmda sweep --dry-run`` reads) and a Markdown table beside it.
@@ -39,11 +39,11 @@ from typing import Any
 
 import jax
 
-from igmda_jax.bench_cases import time_chunks, warm_up
-from igmda_jax.config import make_config
-from igmda_jax.launchers import cpu_devices_env
+from igmda_jax.core.config import make_config
 from igmda_jax.run import compile_trainer, evaluation_keys, seed_keys
-from igmda_jax.sweep_plan import wall_hours
+from igmda_jax.sweeps.launchers import cpu_devices_env
+from igmda_jax.sweeps.plan import wall_hours
+from igmda_jax.tools.bench_cases import time_chunks, warm_up
 
 PAPER_MAPS = ["3s5z", "5m_vs_6m", "MMM2", "8m", "3s_vs_5z", "8m_vs_9m"]
 ALGS = ["qmix", "qmix-da", "qplex", "qplex-da", "dmix", "dmix-da"]

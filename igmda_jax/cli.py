@@ -6,24 +6,13 @@ import dataclasses
 import json
 import os
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import tyro
 
-
-class UsageError(SystemExit):
-    """Bad input: ``main`` prints the message as one line on stderr and exits with status 2
-    (the usual status of a usage error), leaving the filesystem as it was."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(2)
-        self.message = " ".join(message.split())  # one line
-
-    def __str__(self) -> str:
-        return self.message
+from igmda_jax.train_command import UsageError, integral_floats, train_command
 
 
 def envs_command(
@@ -86,158 +75,6 @@ def random_command(
     )
 
 
-INT_FIELDS_ALLOWING_FLOAT_TEXT = (
-    "--t-max",
-    "--test-interval",
-    "--save-interval",
-    "--epsilon-anneal-steps",
-    "--buffer-size",
-    "--beta-anneal-steps",
-)
-
-
-def _integral_floats(argv: list[str]) -> list[str]:
-    """Let integer options be written as 2e6: rewrite the value after such flags."""
-    out = list(argv)
-    for i, arg in enumerate(out[:-1]):
-        if arg in INT_FIELDS_ALLOWING_FLOAT_TEXT:
-            try:
-                value = float(out[i + 1])
-            except ValueError:
-                continue
-            if value.is_integer():
-                out[i + 1] = str(int(value))
-    return out
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainRequest:
-    """What ``igmda train ARGS`` asks for: the resolved config and where it runs."""
-
-    config: Any  # igmda_jax.config.Config (imported lazily: `igmda envs` stays light)
-    out_dir: str
-    resume: bool
-    progress: bool
-
-
-def parse_train_args(argv: list[str]) -> TrainRequest:
-    """Resolve ``igmda train`` arguments: preset, then the main job's defaults (config.MAIN_JOB)
-    or the resumed run's saved config, then field overrides. Bad input raises SystemExit."""
-    import argparse
-
-    import envs
-    from igmda_jax.config import MAIN_JOB, PRESETS, Config, ConfigError, load_config, make_config
-
-    head = argparse.ArgumentParser(add_help=False)
-    head.add_argument("--preset", default="smax")
-    head.add_argument("--out", default=None)
-    head.add_argument("--resume", default=None)
-    head.add_argument("--no-progress", action="store_true")
-    head.add_argument("--alg", default=None)  # read first: the mixer has defaults of its own
-    known, rest = head.parse_known_args(argv)
-    if known.preset not in PRESETS:
-        raise UsageError(
-            f"igmda train: unknown preset {known.preset!r}; valid: {', '.join(PRESETS)}"
-        )
-    if known.resume is not None:
-        saved = Path(known.resume) / "config.json"
-        if not saved.exists():
-            raise UsageError(f"igmda train: nothing to resume: {saved} does not exist")
-        try:
-            default = load_config(saved)
-        except ConfigError as error:
-            raise UsageError(f"igmda train: cannot resume {known.resume}: {error}") from None
-        out_dir = known.resume
-        if known.alg is not None:  # a changed alg is refused by the resume check, naming it
-            rest = ["--alg", known.alg, *rest]
-    else:
-        chosen = {} if known.alg is None else {"alg": known.alg}
-        try:
-            default = make_config(known.preset, **{**MAIN_JOB, **chosen})
-        except ConfigError as error:
-            raise UsageError(f"igmda train: {error}") from None
-        out_dir = known.out
-    config = tyro.cli(
-        Config,
-        default=default,
-        args=_integral_floats(rest),
-        prog="igmda train",
-        description="Train a value-decomposition algorithm (fields below override the preset). "
-        "With no options: qmix-da on 3m at sight range 0 for 400k env steps (a few minutes on a "
-        "2-core CPU). Also: --preset {smax,finetuned,authors}, --out DIR (default "
-        "runs/<alg>_<map>_sight<r>_<time>), --resume DIR, --no-progress; one run over several "
-        "processes: --coordinator HOST:PORT --num-processes N --process-id I, or --distributed "
-        "{auto,on,off} (docs/scale-out-multihost.md).",
-    )
-    try:
-        config.validate()
-    except ConfigError as error:
-        raise UsageError(f"igmda train: {error}") from None
-    if config.backend != "smac" and config.map not in envs.list_maps():  # SC2 has its own maps
-        raise UsageError(
-            f"igmda train: unknown map {config.map!r}; known maps: {', '.join(envs.list_maps())}"
-        )
-    if out_dir is None:
-        sight = "default" if config.sight_range is None else f"{config.sight_range:g}"
-        out_dir = f"runs/{config.alg}_{config.map}_sight{sight}_{time.strftime('%Y%m%d-%H%M%S')}"
-    return TrainRequest(config, out_dir, known.resume is not None, not known.no_progress)
-
-
-def train_command(argv: list[str]) -> None:
-    """igmda train [--preset smax|finetuned|authors] [--resume DIR | --out DIR] [config fields]
-    [--coordinator HOST:PORT --num-processes N --process-id I] [--distributed auto|on|off]."""
-    from igmda_jax.distributed import DistributedError, initialize, parse_launch
-
-    try:  # before anything starts JAX's backend (importing igmda_jax.run does)
-        launch, argv = parse_launch(argv)
-        initialize(launch)
-    except DistributedError as error:
-        raise UsageError(f"igmda train: {error}") from None
-    from igmda_jax.run import run
-
-    request = parse_train_args(argv)
-    from envs.smac import SmacNotAvailableError
-    from igmda_jax.checkpoint import (
-        CheckpointMismatchError,
-        CheckpointUnreadableError,
-        CheckpointWriteError,
-    )
-    from igmda_jax.config import ConfigError
-    from igmda_jax.host import HostBackendError
-    from igmda_jax.loggers import LoggerUnavailable
-
-    try:
-        summary = run(
-            request.config, request.out_dir, resume=request.resume, progress=request.progress
-        )
-    except (
-        SmacNotAvailableError,
-        HostBackendError,
-        LoggerUnavailable,
-        DistributedError,
-        CheckpointMismatchError,
-        CheckpointUnreadableError,
-        CheckpointWriteError,
-        ConfigError,
-        FileExistsError,
-        FileNotFoundError,
-    ) as error:
-        raise UsageError(f"igmda train: {error}") from None
-    if summary.get("finished_before"):
-        print(
-            f"igmda train: {summary['out_dir']} is finished at t_env {summary['t_env']} "
-            f"(t_max {request.config.t_max}): nothing to do; pass a larger --t-max to go on",
-            file=sys.stderr,
-        )
-        return
-    per_seed = " ".join(f"{w:.2f}" for w in summary["win_rate_per_seed"])
-    print(
-        f"final greedy win rate ({'learner' if request.config.uses_expert else 'agent'}): "
-        f"{summary['win_rate']:.3f} (per seed: {per_seed}) at t_env {summary['t_env']}\n"
-        f"run folder: {summary['out_dir']}"
-    )
-
-
 IMITATE_HELP = """usage: igmda imitate --expert RUN_DIR --sight-range S [S ...] --t-max N [--out DIR]
                         [--value-episodes N] [--no-progress] [Config overrides]
 
@@ -269,7 +106,7 @@ def imitate_command(argv: list[str]) -> None:
     if not argv:
         print(IMITATE_HELP, file=sys.stderr)
         raise SystemExit(2)
-    from igmda_jax.config import Config, ConfigError, load_config
+    from igmda_jax.core.config import Config, ConfigError, load_config
 
     head = argparse.ArgumentParser(prog="igmda imitate", add_help=False)
     head.add_argument("--expert", required=True)
@@ -285,8 +122,8 @@ def imitate_command(argv: list[str]) -> None:
         raise UsageError(f"igmda imitate: --t-max must be a number, got {known.t_max!r}") from None
     if not t_max.is_integer() or t_max < 1:
         raise UsageError(f"igmda imitate: --t-max must be a positive integer, got {known.t_max}")
-    from igmda_jax.imitate import ImitationError, imitate
-    from igmda_jax.imitation_report import format_table
+    from igmda_jax.tools.imitate import ImitationError, imitate
+    from igmda_jax.tools.imitation_report import format_table
 
     expert_config_path = Path(known.expert) / "config.json"
     if not Path(known.expert).is_dir():
@@ -303,7 +140,7 @@ def imitate_command(argv: list[str]) -> None:
     parsed = tyro.cli(
         Config,
         default=default,
-        args=_integral_floats(rest),
+        args=integral_floats(rest),
         prog="igmda imitate",
         description=IMITATE_HELP,
     )
@@ -331,8 +168,8 @@ def imitate_command(argv: list[str]) -> None:
 
 def sweep_command(argv: list[str]) -> None:
     """igmda sweep FILE.yaml [--jobs N] [--dry-run] [--runs-dir D] [--results-dir D]
-    [--only CELL_GLOB]: a resumable grid of runs (igmda_jax/sweep.py); a bad file exits 2."""
-    from igmda_jax.sweep_cli import main as sweep_main
+    [--only CELL_GLOB]: a resumable grid of runs (igmda_jax/sweeps/spec.py); a bad file exits 2."""
+    from igmda_jax.sweeps.cli import main as sweep_main
 
     code = sweep_main(argv)
     if code:
@@ -350,8 +187,8 @@ def eval_command(
     --backend: the run's own (the default; a check); --save-replay DIR: StarCraft II replays
     of the test episodes (runs trained with --backend smac)."""
     from envs.smac import SmacNotAvailableError
-    from igmda_jax.config import ConfigError
-    from igmda_jax.evaluate import evaluate_run
+    from igmda_jax.core.config import ConfigError
+    from igmda_jax.tools.evaluate import evaluate_run
 
     try:
         result = evaluate_run(
@@ -382,9 +219,9 @@ def render_command(
     sight and, for -da/-bc, where learner and expert choose differently (docs/render.md).
     --out FILE.gif; --seed: which of the run's seeds (default its first); --actor: deployed
     (= learner; a plain run's agent) | learner | expert (-da/-bc)."""
-    from igmda_jax.checkpoint import CheckpointUnreadableError
-    from igmda_jax.config import ConfigError
-    from igmda_jax.render import render_run
+    from igmda_jax.core.config import ConfigError
+    from igmda_jax.persist.checkpoint import CheckpointUnreadableError
+    from igmda_jax.tools.render import render_run
 
     try:
         result = render_run(run_dir, out, episodes=episodes, actor=actor, seed=seed, fps=fps)
@@ -399,8 +236,8 @@ def render_command(
 
 def report_command(argv: list[str]) -> None:
     """igmda report DIR [DIR ...] --out OUTDIR [--reps N] [--title T]: Table 1 and Fig. 4 with
-    bootstrap intervals from run folders (igmda_jax/report.py); bad input exits 2."""
-    from igmda_jax.report import main as report_main
+    bootstrap intervals from run folders (igmda_jax/reports/report.py); bad input exits 2."""
+    from igmda_jax.reports.report import main as report_main
 
     code = report_main(argv)
     if code:
@@ -409,8 +246,8 @@ def report_command(argv: list[str]) -> None:
 
 def bench_command(argv: list[str]) -> None:
     """igmda bench [--quick] [--out FILE] [--readme README.md]: env and training throughput,
-    -da cost, seed scaling, compile times and peak memory (igmda_jax/bench.py)."""
-    from igmda_jax.bench import main as bench_main
+    -da cost, seed scaling, compile times and peak memory (igmda_jax/tools/bench.py)."""
+    from igmda_jax.tools.bench import main as bench_main
 
     code = bench_main(argv)
     if code:

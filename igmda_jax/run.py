@@ -6,7 +6,7 @@ Run folder layout (``igmda train --out DIR``)::
     DIR/metrics.jsonl    one row per evaluation per seed (t_env, win rate, return, loss, ...)
     DIR/checkpoints/     orbax checkpoints of the whole TrainState (last N kept)
     DIR/provenance.json  the code (git commit, versions) the run started and each resume ran
-    DIR/tensorboard/ DIR/metrics.csv DIR/wandb/   optional loggers (igmda_jax.loggers)
+    DIR/tensorboard/ DIR/metrics.csv DIR/wandb/   optional loggers (igmda_jax.persist.loggers)
 
 Everything random lives in the TrainState's keys and evaluation keys are derived from the
 seed and the evaluation index, so a resumed run writes the same metrics as an uninterrupted
@@ -32,12 +32,9 @@ from tqdm import tqdm
 
 import envs
 from envs.smax_maps import MAPS as SMAX_MAPS
-from igmda_jax.checkpoint import CheckpointStore, check_compatible
-from igmda_jax.config import RESUMABLE_FIELDS, Config, with_defaults
-from igmda_jax.distributed import barrier, check_supported, fetch, is_primary
-from igmda_jax.loggers import check_loggers, make_loggers
-from igmda_jax.provenance import record_provenance
-from igmda_jax.seed_layout import (
+from igmda_jax.core.config import RESUMABLE_FIELDS, Config, with_defaults
+from igmda_jax.fused.distributed import barrier, check_supported, fetch, is_primary
+from igmda_jax.fused.seed_layout import (
     DEVICE_AXIS,
     assemble_per_device,
     global_array,
@@ -50,7 +47,10 @@ from igmda_jax.seed_layout import (
     seed_sharding,
     unpad_seeds,
 )
-from igmda_jax.train import Trainer, TrainState, make_train
+from igmda_jax.fused.train import Trainer, TrainState, make_train
+from igmda_jax.persist.checkpoint import CheckpointStore, check_compatible
+from igmda_jax.persist.loggers import check_loggers, make_loggers
+from igmda_jax.persist.provenance import record_provenance
 
 SEED_AXIS = "seed"  # name of the vmapped seed axis of train_chunk
 
@@ -210,13 +210,13 @@ def compile_backend(
     config: Config, env: envs.Environment | None = None, pool_options: dict | None = None
 ) -> Any:
     """The config's backend: ``compile_trainer`` for ``fused``, else the host loop's
-    :class:`~igmda_jax.host.HostCompiled` (its worker processes started; close it when done).
+    :class:`~igmda_jax.host.loop.HostCompiled` (its worker processes started; close it when done).
     ``pool_options`` go to the host backends' WorkerPools (tests inject faults with them)."""
     if config.backend == "fused":
         return compile_trainer(config, env)
     if env is not None:
         raise ValueError(f"backend {config.backend!r} builds its environments in its workers")
-    from igmda_jax.host import HostCompiled  # the fused path does not need the worker pool
+    from igmda_jax.host.loop import HostCompiled  # the fused path does not need the worker pool
 
     return HostCompiled(config, worker_env_options(config), SEED_AXIS, pool_options=pool_options)
 
@@ -348,7 +348,7 @@ def run(
     compiled = compile_backend(config, env, pool_options)
     try:
         if config.backend != "fused":
-            from igmda_jax.host import check_memory, describe_memory
+            from igmda_jax.host.loop import check_memory, describe_memory
 
             check_memory(compiled)
             if progress:

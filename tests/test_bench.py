@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from igmda_jax import bench
-from igmda_jax.bench import BEGIN, END, derive, markdown, replace_block
+from igmda_jax.tools import bench
+from igmda_jax.tools.bench import BEGIN, END, derive, markdown, replace_block
 
 ROOT = Path(__file__).resolve().parents[1]
 

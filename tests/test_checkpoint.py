@@ -1,4 +1,4 @@
-"""Tests for igmda_jax.checkpoint: bit-exact round trips, retention, metadata, config checks,
+"""Tests for igmda_jax.persist.checkpoint: bit-exact round trips, retention, metadata, config checks,
 template mismatches, interrupted and killed saves, damaged checkpoints, write failures and
 empty directories."""
 
@@ -24,7 +24,14 @@ import optax
 import pytest
 from flax import struct
 
-from igmda_jax.checkpoint import (
+from igmda_jax.core.config import (
+    ConfigError,
+    config_from_dict,
+    load_config,
+    make_config,
+    with_defaults,
+)
+from igmda_jax.persist.checkpoint import (
     CheckpointMismatchError,
     CheckpointStore,
     CheckpointUnreadableError,
@@ -33,14 +40,7 @@ from igmda_jax.checkpoint import (
     abstract_like,
     check_compatible,
 )
-from igmda_jax.cli import parse_train_args
-from igmda_jax.config import (
-    ConfigError,
-    config_from_dict,
-    load_config,
-    make_config,
-    with_defaults,
-)
+from igmda_jax.train_command import parse_train_args
 
 REPO = Path(__file__).resolve().parents[1]
 SUBPROCESS_ENV = {
@@ -240,7 +240,7 @@ _CRASHING_SAVE = textwrap.dedent(
     import os, sys
     import jax.numpy as jnp
     from orbax.checkpoint._src.path import atomicity
-    from igmda_jax.checkpoint import CheckpointStore
+    from igmda_jax.persist.checkpoint import CheckpointStore
 
     async def die(self):  # the process dies after writing, before the commit/rename
         os._exit(17)
@@ -469,7 +469,7 @@ _KILLED_SAVE = textwrap.dedent(
     import asyncio, sys
     import jax.numpy as jnp
     from orbax.checkpoint._src.serialization import serialization
-    from igmda_jax.checkpoint import CheckpointStore
+    from igmda_jax.persist.checkpoint import CheckpointStore
 
     def state(k):
         return {
@@ -622,7 +622,7 @@ _SIZE_LIMITED_SAVE = textwrap.dedent(
     import resource, signal, sys
     import jax.numpy as jnp
     import numpy as np
-    from igmda_jax.checkpoint import CheckpointStore, CheckpointWriteError
+    from igmda_jax.persist.checkpoint import CheckpointStore, CheckpointWriteError
 
     store = CheckpointStore(sys.argv[1])
     store.save(1, {"a": jnp.zeros(4, jnp.uint32)}, {"step": 1})

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from igmda_jax.config import make_config
+from igmda_jax.core.config import make_config
 from igmda_jax.run import run
 
 SMALL = dict(

@@ -10,21 +10,21 @@ import pytest
 
 import envs
 from envs import toy
-from igmda_jax import losses
-from igmda_jax.checkpoint import CheckpointStore
-from igmda_jax.config import MIXERS, make_config
-from igmda_jax.learner import loss_fn
-from igmda_jax.networks import RNNAgent
-from igmda_jax.rollout import collect
+from igmda_jax.core import losses
+from igmda_jax.core.config import MIXERS, make_config
+from igmda_jax.core.networks import RNNAgent
+from igmda_jax.fused.learner import loss_fn
+from igmda_jax.fused.rollout import collect
+from igmda_jax.fused.train import make_train
+from igmda_jax.persist.checkpoint import CheckpointStore
 from igmda_jax.run import compile_trainer, evaluation_keys, seed_keys
-from igmda_jax.train import make_train
 
 TINY = dict(n_envs=4, batch_size=4, buffer_size=16, hidden_dim=8, mixer_embed=4, hypernet_embed=8)
 
 
 def biased(params, action: int):
     """Agent params whose greedy action is ``action`` whatever the input."""
-    out_layer = "fc_out"  # the agent's last Dense layer (igmda_jax.networks.RNNAgent)
+    out_layer = "fc_out"  # the agent's last Dense layer (igmda_jax.core.networks.RNNAgent)
     layer = params["params"][out_layer]
     kernel = jnp.zeros_like(layer["kernel"])
     bias = jnp.zeros_like(layer["bias"]).at[action].set(1.0)

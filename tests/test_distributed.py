@@ -1,4 +1,4 @@
-"""One run over several processes (igmda_jax/distributed.py): the launch flags and cluster
+"""One run over several processes (igmda_jax/fused/distributed.py): the launch flags and cluster
 detection, where seeds go, checksums of arrays spread over processes, and two `igmda train`
 processes on 127.0.0.1 (one CPU device each) writing what one process with two devices
 writes, also after both are killed and resumed."""
@@ -20,10 +20,7 @@ import numpy as np
 import pytest
 from test_train import kill_after_first_checkpoint, metric_rows
 
-from igmda_jax.checkpoint import CheckpointStore
-from igmda_jax.cli import parse_train_args
-from igmda_jax.digests import crc32_combine
-from igmda_jax.distributed import (
+from igmda_jax.fused.distributed import (
     DistributedError,
     Launch,
     detected_cluster,
@@ -31,8 +28,11 @@ from igmda_jax.distributed import (
     should_initialize,
     unsupported_reason,
 )
+from igmda_jax.fused.seed_layout import process_devices
+from igmda_jax.persist.checkpoint import CheckpointStore
+from igmda_jax.persist.digests import crc32_combine
 from igmda_jax.run import compile_trainer, seed_keys
-from igmda_jax.seed_layout import process_devices
+from igmda_jax.train_command import parse_train_args
 
 # QMIX on the one-step matrix game with one unroll window: the toy configuration that compiles
 # fastest (process 1 compiles everything afresh each start: only process 0 writes JAX's

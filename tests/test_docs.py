@@ -216,7 +216,7 @@ def _module(*names: str) -> ModuleType:
 
 def _paper_table1() -> dict[str, dict[str, float]]:
     """igmda report's copy of the paper's Table 1."""
-    return _module("igmda_jax.reports.write", "igmda_jax.report_write").PAPER_TABLE1
+    return _module("igmda_jax.reports.write", "igmda_jax.reports.write").PAPER_TABLE1
 
 
 def test_readme_table1_is_the_committed_results() -> None:
@@ -246,7 +246,7 @@ def test_readme_table1_is_the_committed_results() -> None:
 def test_benchmark_tables_are_generated_from_results() -> None:
     """docs/benchmarks.md's tables are markdown(results/bench.json), not typed by hand
     (``igmda bench --readme docs/benchmarks.md`` rewrites them)."""
-    bench = _module("igmda_jax.tools.bench", "igmda_jax.bench")
+    bench = _module("igmda_jax.tools.bench", "igmda_jax.tools.bench")
     report = json.loads((ROOT / "results" / "bench.json").read_text())
     page = (ROOT / "docs" / "benchmarks.md").read_text()
     assert bench.replace_block(page, bench.markdown(report)) == page

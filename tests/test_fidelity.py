@@ -14,15 +14,15 @@ import pytest
 
 import envs
 from envs.smax import MOVE_DIRECTIONS, SmaxEnv
-from igmda_jax import losses
-from igmda_jax.acting import build_inputs, make_networks
-from igmda_jax.cli import parse_train_args
-from igmda_jax.config import config_from_dict, make_config
-from igmda_jax.mixers import make_mixer
-from igmda_jax.provenance import record_provenance
-from igmda_jax.rollout import collect
+from igmda_jax.core import losses
+from igmda_jax.core.acting import build_inputs, make_networks
+from igmda_jax.core.config import config_from_dict, make_config
+from igmda_jax.core.mixers import make_mixer
+from igmda_jax.fused.rollout import collect
+from igmda_jax.fused.train import make_train
+from igmda_jax.persist.provenance import record_provenance
 from igmda_jax.run import make_env
-from igmda_jax.train import make_train
+from igmda_jax.train_command import parse_train_args
 
 
 def shifted(env: SmaxEnv, record, offset: tuple[float, float]):

@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import igmda_jax.learner
-from igmda_jax.gru_scan import gru_scan, gru_weights
+import igmda_jax.fused.learner
+from igmda_jax.core.gru_scan import gru_scan, gru_weights
 from tests.test_unroll_windows import assert_trees_close, random_batch, run_update
 
 T, ROWS, IN, HIDDEN = 9, 5, 7, 6
@@ -133,7 +133,7 @@ def test_update_equals_the_update_on_flax_scan(alg: str, monkeypatch) -> None:
     the same update with the agents unrolled by flax's GRUCell under lax.scan."""
     config, trainer, state, batch, observe = random_batch(alg, 3)
     got = jax.jit(lambda b: run_update(config, trainer, state, b, observe))(batch)
-    monkeypatch.setattr(igmda_jax.learner, "unroll", reference_unroll)
+    monkeypatch.setattr(igmda_jax.fused.learner, "unroll", reference_unroll)
     expected = jax.jit(lambda b: run_update(config, trainer, state, b, observe))(batch)
     assert_trees_close(got[0], expected[0])  # new parameters
     assert_trees_close(got[2], expected[2])  # metrics

@@ -1,4 +1,4 @@
-"""Tests of the host loop (igmda_jax/host.py): the learner fed by worker processes."""
+"""Tests of the host loop (igmda_jax/host/loop.py): the learner fed by worker processes."""
 
 from __future__ import annotations
 
@@ -18,14 +18,14 @@ import envs
 from envs.pool_types import EpisodeBatch as PlayedEpisodes
 from envs.pool_types import FaultInjection
 from envs.spec import TimeStep, recorder
-from igmda_jax.acting import make_networks
-from igmda_jax.config import make_config
-from igmda_jax.evaluate import evaluate_run
-from igmda_jax.host import HostBackendError, check_memory
-from igmda_jax.host_episodes import ActCarry, initial_carry, make_act, replay_episodes
-from igmda_jax.rollout import collect
+from igmda_jax.core.acting import make_networks
+from igmda_jax.core.config import make_config
+from igmda_jax.fused.rollout import collect
+from igmda_jax.fused.train import _init_params
+from igmda_jax.host.episodes import ActCarry, initial_carry, make_act, replay_episodes
+from igmda_jax.host.loop import HostBackendError, check_memory
 from igmda_jax.run import env_options, run
-from igmda_jax.train import _init_params
+from igmda_jax.tools.evaluate import evaluate_run
 
 SMALL = dict(
     map="3m",

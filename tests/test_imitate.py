@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 
 import envs
-from igmda_jax import imitate as im
-from igmda_jax import imitation_report as report
 from igmda_jax.cli import main
-from igmda_jax.config import ConfigError, make_config
-from igmda_jax.learner import make_optimizer, update
-from igmda_jax.rollout import collect
+from igmda_jax.core.config import ConfigError, make_config
+from igmda_jax.fused.learner import make_optimizer, update
+from igmda_jax.fused.rollout import collect
+from igmda_jax.fused.train import make_train
 from igmda_jax.run import compile_trainer, run
-from igmda_jax.train import make_train
+from igmda_jax.tools import imitate as im
+from igmda_jax.tools import imitation_report as report
 
 TINY = dict(
     n_envs=4,

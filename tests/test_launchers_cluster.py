@@ -20,8 +20,9 @@ import pytest
 import yaml
 from test_sweep import SMALL, lock_pid, metric_rows, wait_for
 
-from igmda_jax.launchers import SMALL_OUTPUTS, LaunchError, checkpoint_steps, read_metrics
-from igmda_jax.launchers_ray import (
+from igmda_jax.sweeps.cli import main, make_task, run_sweep
+from igmda_jax.sweeps.launchers import SMALL_OUTPUTS, LaunchError, checkpoint_steps, read_metrics
+from igmda_jax.sweeps.launchers_ray import (
     RayLauncher,
     RayOptions,
     host_port,
@@ -29,7 +30,7 @@ from igmda_jax.launchers_ray import (
     remote_options,
     unreachable,
 )
-from igmda_jax.launchers_slurm import (
+from igmda_jax.sweeps.launchers_slurm import (
     RECORD,
     SlurmLauncher,
     SlurmOptions,
@@ -40,9 +41,8 @@ from igmda_jax.launchers_slurm import (
     parse_slurm_time,
     read_record,
 )
-from igmda_jax.launchers_slurm_job import SlurmRun, job_devices_env
-from igmda_jax.sweep import parse_sweep
-from igmda_jax.sweep_cli import main, make_task, run_sweep
+from igmda_jax.sweeps.launchers_slurm_job import SlurmRun, job_devices_env
+from igmda_jax.sweeps.spec import parse_sweep
 
 T_MAX = 2000
 # one cell; checkpoints every 300 steps leave seconds between the first one and the end

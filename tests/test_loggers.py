@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from igmda_jax.loggers import (
+from igmda_jax.persist.loggers import (
     CsvLog,
     WandbLog,
     make_loggers,

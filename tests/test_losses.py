@@ -1,6 +1,6 @@
 """Targets and losses against plain-numpy references with explicit loops, and hand values.
 
-Time alignment (see igmda_jax.losses): index t names the transition obs[t] -> obs[t+1];
+Time alignment (see igmda_jax.core.losses): index t names the transition obs[t] -> obs[t+1];
 ``*_next[t]`` is a value at obs[t+1]; ``filled[t]`` marks real transitions; ``terminated[t]``
 marks a real ending (no bootstrap), a time-limit ending has terminated = 0 (bootstrap).
 """
@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from igmda_jax import losses
+from igmda_jax.core import losses
 
 GAMMA = 0.9
 

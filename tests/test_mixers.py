@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from igmda_jax.mixers import (
+from igmda_jax.core.mixers import (
     MIXER_NAMES,
     DMIXMixer,
     QMIXMixer,

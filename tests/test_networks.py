@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from igmda_jax.networks import (
+from igmda_jax.core.networks import (
     IQNAgent,
     RNNAgent,
     agent_input_dim,

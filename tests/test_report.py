@@ -14,15 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from igmda_jax import report_stats
-from igmda_jax.report import OUTPUTS, ReportError, build_report, da_base, write_report
-from igmda_jax.report_stats import (
+from igmda_jax.reports import stats as report_stats
+from igmda_jax.reports.report import OUTPUTS, ReportError, build_report, da_base, write_report
+from igmda_jax.reports.stats import (
     improvement_estimates,
     label_estimates,
     moving_average,
     seed_band,
 )
-from igmda_jax.report_write import marl_eval_data, results_markdown
+from igmda_jax.reports.write import marl_eval_data, results_markdown
 
 REPO = Path(__file__).resolve().parents[1]
 FEW = {"reps": 300, "improvement_reps": 100}
@@ -333,7 +333,7 @@ def test_report_modules_do_not_import_jax():
         "package = types.ModuleType('igmda_jax')\n"  # skip igmda_jax/__init__ (imports envs)
         f"package.__path__ = [{str(REPO / 'igmda_jax')!r}]\n"
         "sys.modules['igmda_jax'] = package\n"
-        "import igmda_jax.report, igmda_jax.report_write, igmda_jax.report_plots\n"
+        "import igmda_jax.reports.report, igmda_jax.reports.write, igmda_jax.reports.plots\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'flax', 'envs')))\n"
     )
     result = subprocess.run(

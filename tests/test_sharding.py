@@ -11,11 +11,8 @@ import jax
 import numpy as np
 import pytest
 
-from igmda_jax.checkpoint import CheckpointStore
-from igmda_jax.config import make_config
-from igmda_jax.evaluate import evaluate_run
-from igmda_jax.run import compile_trainer, evaluation_keys, run, seed_keys
-from igmda_jax.seed_layout import (
+from igmda_jax.core.config import make_config
+from igmda_jax.fused.seed_layout import (
     DEVICE_AXIS,
     idle_devices_notice,
     map_seed_groups,
@@ -25,6 +22,9 @@ from igmda_jax.seed_layout import (
     seed_sharding,
     unpad_seeds,
 )
+from igmda_jax.persist.checkpoint import CheckpointStore
+from igmda_jax.run import compile_trainer, evaluation_keys, run, seed_keys
+from igmda_jax.tools.evaluate import evaluate_run
 
 TINY = dict(n_envs=4, batch_size=4, buffer_size=16, hidden_dim=8, mixer_embed=4, hypernet_embed=8)
 

@@ -14,11 +14,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from igmda_jax.cli import parse_train_args
-from igmda_jax.launchers import checkpoint_steps, cpu_devices_env, next_step, repair_after_kill
-from igmda_jax.sweep import SweepError, load_sweep, parse_sweep
-from igmda_jax.sweep_cli import flag_args, make_task, select_cells
-from igmda_jax.sweep_plan import (
+from igmda_jax.sweeps.cli import flag_args, make_task, select_cells
+from igmda_jax.sweeps.launchers import (
+    checkpoint_steps,
+    cpu_devices_env,
+    next_step,
+    repair_after_kill,
+)
+from igmda_jax.sweeps.plan import (
     CellState,
     cell_dirs,
     cell_hours,
@@ -28,6 +31,8 @@ from igmda_jax.sweep_plan import (
     load_speeds,
     wall_hours,
 )
+from igmda_jax.sweeps.spec import SweepError, load_sweep, parse_sweep
+from igmda_jax.train_command import parse_train_args
 
 SMALL = {
     "n_envs": 4,
@@ -509,7 +514,7 @@ def test_a_niced_sweep_keeps_its_runs_niced_under_autogroup() -> None:
 
     script = (
         "import os, subprocess, sys\n"
-        "from igmda_jax.launchers import keep_niceness\n"
+        "from igmda_jax.sweeps.launchers import keep_niceness\n"
         "os.nice(7)\n"
         "child = subprocess.Popen(['sleep', '5'], start_new_session=True)\n"
         "keep_niceness(child.pid)\n"

@@ -18,10 +18,9 @@ import pytest
 from test_loggers import assert_csv_equals_jsonl
 
 import envs
-from igmda_jax.checkpoint import CheckpointMismatchError
-from igmda_jax.cli import parse_train_args
-from igmda_jax.config import MAIN_JOB, REWARDS, ConfigError, make_config
-from igmda_jax.evaluate import evaluate_run
+from igmda_jax.core.config import MAIN_JOB, REWARDS, ConfigError, make_config
+from igmda_jax.fused.train import make_train
+from igmda_jax.persist.checkpoint import CheckpointMismatchError
 from igmda_jax.run import (
     TrainingDiverged,
     compile_trainer,
@@ -30,7 +29,8 @@ from igmda_jax.run import (
     run,
     seed_keys,
 )
-from igmda_jax.train import make_train
+from igmda_jax.tools.evaluate import evaluate_run
+from igmda_jax.train_command import parse_train_args
 
 # A small 3m configuration that compiles and runs in seconds.
 SMALL = dict(
@@ -121,7 +121,7 @@ def test_terminal_transitions_do_not_bootstrap_in_collected_episodes() -> None:
         config = make_config("finetuned", alg="qmix", map="hidden_cue", n_envs=4, batch_size=4)
         trainer = make_train(config, env)
         state = jax.jit(trainer.init)(jax.random.PRNGKey(0))
-        from igmda_jax.rollout import collect
+        from igmda_jax.fused.rollout import collect
 
         episodes, stats = jax.jit(
             lambda p, k, e=env, t=trainer, c=config: collect(e, t.nets, c, p, k, 4, 0.5, 0.0)

@@ -1,0 +1,1 @@
+"""The host loop: the same learner fed by worker processes (SMAX or StarCraft II)."""

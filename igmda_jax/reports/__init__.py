@@ -1,0 +1,1 @@
+"""Tables and figures with bootstrap intervals from run folders."""

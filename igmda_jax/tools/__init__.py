@@ -1,0 +1,1 @@
+"""Tools on a trained run: evaluation, imitation, benchmarks, rendering."""
