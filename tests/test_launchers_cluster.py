@@ -1,7 +1,8 @@
 """Tests of `igmda sweep --launcher slurm|ray`: the options, a fake SLURM (sbatch and sacct
 scripts) for submission, records and resubmission, and real runs of one tiny hidden_cue cell
 through submitit's local executor (a job preempted midway is requeued and resumes) and a local
-Ray instance (a task whose worker is killed midway is retried and resumes)."""
+Ray instance (a sweep stopped on the local launcher is finished there; a task whose worker is
+killed midway is retried and resumes)."""
 
 from __future__ import annotations
 
@@ -425,11 +426,30 @@ def local_ray():
     ray.shutdown()
 
 
-def test_ray_task_whose_worker_dies_is_retried_and_resumes(
+def test_a_local_sweep_is_finished_on_ray_whose_worker_dies(
     preempted: Preempted, tmp_path: Path, local_ray
 ) -> None:
-    sweep = parse_sweep(yaml.safe_load(ONE), ONE)
+    """The local launcher is stopped after the run's first checkpoint; Ray then resumes the
+    same folders, its worker is killed after a later checkpoint, Ray retries the task and it
+    resumes again: three starts, each from the folders the last one left, and the metrics and
+    final evaluation of the run preempted on SLURM."""
+    import subprocess
+
+    (tmp_path / "one.yaml").write_text(ONE)
     run_dir = tmp_path / "runs" / "one" / CELL
+    local = subprocess.Popen(
+        [sys.executable, "-m", "igmda_jax.cli", "sweep", *sweep_args(tmp_path, "--jobs", "1")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: checkpoint_steps(run_dir), what="a checkpoint")
+        stopped_at = checkpoint_steps(run_dir)[-1]
+    finally:
+        local.send_signal(signal.SIGTERM)  # stops its runs, as Ctrl-C would
+        assert local.wait(timeout=120) != 0
+    assert not (run_dir / "final_eval.json").exists()
+    sweep = parse_sweep(yaml.safe_load(ONE), ONE)
     lines: list[str] = []
     launcher = RayLauncher(RayOptions(cpus=1, max_retries=2), write=lines.append, poll_s=0.2)
     folders = (tmp_path / "runs", tmp_path / "results")
@@ -441,15 +461,18 @@ def test_ray_task_whose_worker_dies_is_retried_and_resumes(
     )
     thread.start()
     try:
-        wait_for(lambda: checkpoint_steps(run_dir), what="a checkpoint")
-        killed_at = (checkpoint_steps(run_dir)[-1], rows_now(run_dir))
+        wait_for(lambda: checkpoint_steps(run_dir)[-1] > stopped_at, what="a later checkpoint")
+        killed_at = checkpoint_steps(run_dir)[-1]
         os.kill(parent(lock_pid(run_dir)), signal.SIGKILL)  # the Ray worker, and so its run
     finally:
         thread.join(timeout=300)
     assert codes == [0], lines
     assert_same_folders_as_local(tmp_path)
-    assert_resumed_from_a_checkpoint(run_dir, killed_at)
-    # the same metrics and final evaluation as the run preempted on the other engine
+    starts = attempts(run_dir)
+    assert len(starts) == 3 and "--out" in starts[0]
+    assert all("--resume" in start for start in starts[1:])
+    assert 0 < stopped_at < killed_at < T_MAX
+    assert not (run_dir / "metrics.before-restart.jsonl").exists()  # never started over
     other = preempted.root / "runs" / "one" / CELL
     assert metric_rows(run_dir / "metrics.jsonl") == metric_rows(other / "metrics.jsonl")
     final = json.loads((run_dir / "final_eval.json").read_text())
