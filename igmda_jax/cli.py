@@ -1,4 +1,4 @@
-"""The ``igmda`` command line: ``igmda envs | random | ...`` (see README)."""
+"""The ``igmda`` command: one table of subcommands (``COMMANDS``), each with ``--help``; bad input is one line on stderr and exit 2 (``UsageError``)."""
 
 from __future__ import annotations
 

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from igmda_jax.reports import stats as report_stats
-from igmda_jax.reports.report import OUTPUTS, ReportError, build_report, da_base, write_report
+from igmda_jax.reports.cells import da_base
+from igmda_jax.reports.report import OUTPUTS, ReportError, build_report, write_report
 from igmda_jax.reports.stats import (
     improvement_estimates,
     label_estimates,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from igmda_jax.reports.report import Cell, Report, da_base
+from igmda_jax.reports.cells import Cell, Report, da_base
 from igmda_jax.reports.stats import seed_band
 
 DA_WIDTH, BASE_WIDTH = 2.6, 1.2

@@ -23,7 +23,7 @@ import io
 import json
 from typing import Any
 
-from igmda_jax.reports.report import PAPER_MAPS, TOY_MAPS, Cell, Report
+from igmda_jax.reports.cells import PAPER_MAPS, TOY_MAPS, Cell, Report
 from igmda_jax.reports.runs import FINAL
 from igmda_jax.reports.stats import Estimate
 

@@ -404,9 +404,3 @@ def load_sweep(path: str | Path, maps: Sequence[str] | None = None) -> Sweep:
     sweep = parse_sweep(data, source)
     check_maps(sweep, registered_maps() if maps is None else maps)
     return sweep
-
-
-if __name__ == "__main__":  # python -m igmda_jax.sweeps.spec: the same as igmda sweep
-    from igmda_jax.sweeps.cli import main
-
-    sys.exit(main())
