@@ -16,7 +16,7 @@ import pytest
 
 from igmda_jax.reports import stats as report_stats
 from igmda_jax.reports.cells import da_base
-from igmda_jax.reports.report import OUTPUTS, ReportError, build_report, write_report
+from igmda_jax.reports.report import OUTPUTS, ReportError, build_report, parse_relabel, write_report
 from igmda_jax.reports.stats import (
     improvement_estimates,
     label_estimates,
@@ -341,3 +341,19 @@ def test_report_modules_do_not_import_jax():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_relabel_renames_before_grouping_and_refuses_unknown_labels(sweep: Path):
+    # a sight sweep's "qmix sight 1" beside table1's "qmix", shown as "qmix sight 0"
+    write_run(sweep, "sight/qmix_3m_sight1", "qmix", "3m", {s: rising(0.4) for s in range(3)},
+              final={0: 0.4, 1: 0.5, 2: 0.6}, label="qmix sight 1")  # fmt: skip
+    relabel = parse_relabel(["qmix=qmix sight 0", "qmix-da = qmix-da sight 0"])
+    assert relabel == {"qmix": "qmix sight 0", "qmix-da": "qmix-da sight 0"}
+    report = build_report([str(sweep)], **FEW, relabel=relabel)
+    assert set(report.labels) == {"qmix sight 0", "qmix sight 1", "qmix-da sight 0"}
+    np.testing.assert_allclose(report.cells["qmix sight 0", "3m"].scores, [0.9, 1.0, 0.95])
+    np.testing.assert_allclose(report.cells["qmix sight 1", "3m"].scores, [0.4, 0.5, 0.6])
+    with pytest.raises(ReportError, match="no run is labelled 'qmx'"):
+        build_report([str(sweep)], **FEW, relabel={"qmx": "x"})
+    with pytest.raises(ReportError, match="write OLD=NEW"):
+        parse_relabel(["qmix"])

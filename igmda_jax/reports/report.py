@@ -35,15 +35,17 @@ files in ``reports.write``, the figure in ``reports.plots``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from igmda_jax.reports.cells import Cell, Report, da_base, label_order, map_order
 from igmda_jax.reports.runs import (
     FINAL,
     ReportError,
+    Run,
     find_run_folders,
     load_run,
     separate_overlapping,
@@ -59,10 +61,36 @@ __all__ = ["FINAL", "ReportError", "build_report", "main", "write_report"]
 
 
 # ---------------------------------------------------------------------------------- report
+def parse_relabel(items: Sequence[str]) -> dict[str, str]:
+    """``["qmix=qmix sight 0", ...]`` -> ``{"qmix": "qmix sight 0"}``; ReportError if malformed."""
+    relabel = {}
+    for item in items:
+        old, sep, new = item.partition("=")
+        if not sep or not old.strip() or not new.strip():
+            raise ReportError(f"--relabel {item!r}: write OLD=NEW, e.g. 'qmix=qmix sight 0'")
+        relabel[old.strip()] = new.strip()
+    return relabel
+
+
+def apply_relabel(runs: Sequence[Run], relabel: Mapping[str, str]) -> list[Run]:
+    """Runs with their labels renamed by ``relabel``; ReportError naming an OLD no run has (a
+    typo would otherwise pass silently)."""
+    unused = sorted(set(relabel) - {run.label for run in runs})
+    if unused:
+        known = ", ".join(sorted({run.label for run in runs}))
+        raise ReportError(f"--relabel: no run is labelled {unused[0]!r}; labels: {known}")
+    return [dataclasses.replace(run, label=relabel.get(run.label, run.label)) for run in runs]
+
+
 def build_report(
-    dirs: Sequence[str], reps: int = MEAN_REPS, improvement_reps: int = IMPROVEMENT_REPS
+    dirs: Sequence[str],
+    reps: int = MEAN_REPS,
+    improvement_reps: int = IMPROVEMENT_REPS,
+    relabel: Mapping[str, str] | None = None,
 ) -> Report:
-    """Read every run folder under ``dirs`` and compute the estimates. Raises ReportError."""
+    """Read every run folder under ``dirs`` and compute the estimates; ``relabel`` renames
+    labels before runs are grouped (e.g. table1's ``qmix`` as ``qmix sight 0`` beside a sight
+    sweep's ``qmix sight 1``). Raises ReportError."""
     if reps < 1 or improvement_reps < 1:
         raise ReportError(f"--reps and --poi-reps must be >= 1, got {reps}, {improvement_reps}")
     folders = find_run_folders(dirs)
@@ -91,6 +119,7 @@ def build_report(
             f"no evaluations yet in the {len(folders)} run folder(s) found in {', '.join(dirs)} "
             "(no metrics.jsonl rows, no final_eval.json)"
         )
+    runs = apply_relabel(runs, relabel or {})
     runs = sorted(
         separate_overlapping(runs), key=lambda r: (label_order(r.label), map_order(r.map), r.folder)
     )
@@ -135,6 +164,7 @@ def write_report(
     improvement_reps: int = IMPROVEMENT_REPS,
     title: str = "Final win rates and learning curves",
     command: str | None = None,
+    relabel: Mapping[str, str] | None = None,
 ) -> Report:
     """Build the report of ``dirs`` and write its files into ``out_dir`` (created if needed).
     ``command``: the command line quoted in RESULTS.md (default: the equivalent ``igmda
@@ -150,7 +180,7 @@ def write_report(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ReportError(f"--out {out_dir} exists and is not a folder")
-    report = build_report(dirs, reps, improvement_reps)
+    report = build_report(dirs, reps, improvement_reps, relabel)
     out.mkdir(parents=True, exist_ok=True)
     if command is None:
         command = shlex.join(
@@ -161,6 +191,7 @@ def write_report(
                 else []
             )
             + ["--title", title]
+            + [f"--relabel={old}={new}" for old, new in (relabel or {}).items()]
         )
     plot_curves(report, out / "curves.png", title)
     (out / "RESULTS.md").write_text(results_markdown(report, title, command, "curves.png"))
@@ -202,6 +233,13 @@ def main(argv: Sequence[str]) -> int:
         help="bootstrap resamples for the probability of improvement",
     )
     parser.add_argument("--title", default="Final win rates and learning curves")
+    parser.add_argument(
+        "--relabel",
+        action="append",
+        default=[],
+        metavar="OLD=NEW",
+        help="rename a label before grouping (repeatable), e.g. 'qmix=qmix sight 0'",
+    )
     args = parser.parse_args(list(argv))
     try:
         report = write_report(
@@ -210,6 +248,7 @@ def main(argv: Sequence[str]) -> int:
             reps=args.reps,
             improvement_reps=args.poi_reps,
             title=args.title,
+            relabel=parse_relabel(args.relabel),
         )
     except (ReportError, OSError) as error:
         print(f"igmda report: {error}", file=sys.stderr)
