@@ -14,23 +14,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_train import SMALL as TRAIN_SMALL
 
 from igmda_jax.core.config import make_config
 from igmda_jax.run import run
 
-SMALL = dict(
-    map="3m",
-    sight_range=0.0,
-    n_envs=4,
-    batch_size=8,
-    buffer_size=32,
-    hidden_dim=16,
-    mixer_embed=8,
-    hypernet_embed=16,
-    iterations_per_call=2,
-    test_nepisode=2,
-    t_max=200,
-    test_interval=100,
+# test_train's small 3m configuration (without its td_lambda), shorter and evaluated less
+SMALL = {k: v for k, v in TRAIN_SMALL.items() if k != "td_lambda"} | dict(
+    iterations_per_call=2, test_nepisode=2, t_max=200, test_interval=100
 )
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from test_train import SMALL as TRAIN_SMALL
 from test_train import kill_after_first_checkpoint, metric_rows
 
 import envs
@@ -27,18 +28,9 @@ from igmda_jax.host.loop import HostBackendError, check_memory
 from igmda_jax.run import env_options, run
 from igmda_jax.tools.evaluate import evaluate_run
 
-SMALL = dict(
-    map="3m",
-    sight_range=0.0,
-    n_envs=4,
-    batch_size=8,
-    buffer_size=32,
-    hidden_dim=16,
-    mixer_embed=8,
-    hypernet_embed=16,
-    iterations_per_call=2,
-    test_nepisode=4,
-    workers_per_seed=2,
+# test_train's small 3m configuration (without its td_lambda), two workers per seed
+SMALL = {k: v for k, v in TRAIN_SMALL.items() if k != "td_lambda"} | dict(
+    iterations_per_call=2, workers_per_seed=2
 )
 
 
