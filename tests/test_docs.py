@@ -11,7 +11,6 @@ that has each flag. Other lines (``pip``, ``export``, ...) are not checked."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib
 import importlib.util
@@ -25,9 +24,11 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 
 import pytest
+
+from igmda_jax.reports.paper import PAPER_TABLE1
+from igmda_jax.tools import bench
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = "<!-- docs-test: quick -->"
@@ -206,19 +207,6 @@ def test_readme_links_resolve() -> None:
             assert (ROOT / target).exists(), f"README.md links to missing {target}"
 
 
-def _module(*names: str) -> ModuleType:
-    """The first of these modules that imports (the package is being regrouped: either path)."""
-    for name in names:
-        with contextlib.suppress(ModuleNotFoundError):
-            return importlib.import_module(name)
-    raise AssertionError(f"none of {names} can be imported")
-
-
-def _paper_table1() -> dict[str, dict[str, float]]:
-    """igmda report's copy of the paper's Table 1."""
-    return _module("igmda_jax.reports.write", "igmda_jax.reports.write").PAPER_TABLE1
-
-
 def test_readme_table1_is_the_committed_results() -> None:
     """Each of our cells is the mean final win rate of results/table1/<alg>_<map>_sight0
     (running: no final_eval.json yet); each paper cell is igmda report's copy of the paper."""
@@ -227,7 +215,7 @@ def test_readme_table1_is_the_committed_results() -> None:
     rows = [line for line in text.splitlines() if line.startswith("| ") and " / " in line]
     rows.remove(header)
     maps = [cell.strip() for cell in header.strip("|").split("|")[1:]]
-    paper = _paper_table1()
+    paper = PAPER_TABLE1
     assert {row.strip("|").split("|")[0].strip() for row in rows} == set(paper)
     for row in rows:
         alg, *cells = (cell.strip() for cell in row.strip("|").split("|"))
@@ -246,7 +234,6 @@ def test_readme_table1_is_the_committed_results() -> None:
 def test_benchmark_tables_are_generated_from_results() -> None:
     """docs/benchmarks.md's tables are markdown(results/bench.json), not typed by hand
     (``igmda bench --readme docs/benchmarks.md`` rewrites them)."""
-    bench = _module("igmda_jax.tools.bench", "igmda_jax.tools.bench")
     report = json.loads((ROOT / "results" / "bench.json").read_text())
     page = (ROOT / "docs" / "benchmarks.md").read_text()
     assert bench.replace_block(page, bench.markdown(report)) == page

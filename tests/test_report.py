@@ -16,6 +16,7 @@ import pytest
 
 from igmda_jax.reports import stats as report_stats
 from igmda_jax.reports.cells import da_base
+from igmda_jax.reports.exports import marl_eval_data
 from igmda_jax.reports.report import OUTPUTS, ReportError, build_report, parse_relabel, write_report
 from igmda_jax.reports.stats import (
     improvement_estimates,
@@ -23,7 +24,7 @@ from igmda_jax.reports.stats import (
     moving_average,
     seed_band,
 )
-from igmda_jax.reports.write import marl_eval_data, results_markdown
+from igmda_jax.reports.write import results_markdown
 
 REPO = Path(__file__).resolve().parents[1]
 FEW = {"reps": 300, "improvement_reps": 100}
@@ -255,6 +256,44 @@ def test_runs_are_read_as_the_issue_says(tmp_path: Path):
     assert runs["c"].status == "unfinished" and runs["c"].label == "vdn own"
     assert runs["a"].episodes == 320 and runs["b"].episodes == 32
     assert report.skipped == (f"{root}/empty",)
+
+
+def test_learner_and_expert_table_and_compute_by_hand(tmp_path: Path):
+    """A -da run's final_eval.json has the expert's win rates and its metrics the agreement:
+    the table shows both per seed with hand-computed means; train h is the largest wall_time."""
+    root = tmp_path / "runs"
+    folder = write_run(root, "qmix-da_3m", "qmix-da", "3m", {0: [0.1, 0.2], 1: [0.3, 0.4]},
+                       t_max=10, final={0: 0.5, 1: 0.75})  # fmt: skip
+    final = json.loads((folder / "final_eval.json").read_text())
+    final["expert_win_rate_per_seed"] = [0.25, 1.0]
+    (folder / "final_eval.json").write_text(json.dumps(final))
+    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+    for row, agreement, wall in zip(
+        rows, [0.5, 0.6, 0.7, 0.8], [3600, 3600, 5400, 7200], strict=True
+    ):
+        row |= {"agreement": agreement, "wall_time": wall}  # last eval: seed 0 0.7, seed 1 0.8
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    write_run(root, "qmix_3m", "qmix", "3m", {0: [0.1, 0.2]}, t_max=10, final={0: 0.5})
+    report = build_report([str(root)], **FEW)
+    markdown = results_markdown(report, "T", "igmda report x", "curves.png")
+    table = _table_rows(markdown, "## Learner and expert")
+    assert set(table) == {"label", "qmix-da"}  # plain runs have no expert
+    assert table["qmix-da"] == [
+        "qmix-da", "3m", "62.5 (50.0 75.0)", "62.5 (25.0 100.0)", "+0.0", "75.0 (70.0 80.0)"
+    ]  # fmt: skip
+    hours = {run.label: run.train_hours for run in report.runs}
+    assert hours == {"qmix-da": 2.0, "qmix": 1.0 / 3600}
+    assert "Compute: 2.0 h of training over 2 run(s)" in markdown
+    assert f"{2 * 10 + 10:,} env steps x seeds" in markdown  # final t_env 10, seeds 2 and 1
+    written = write_report([str(root)], tmp_path / "out", **FEW)
+    csv_rows = (tmp_path / "out" / "finals.csv").read_text().splitlines()
+    assert csv_rows[0].split(",")[:7] == [
+        "label", "map", "seed", "win_rate", "return", "expert_win_rate", "agreement"
+    ]  # fmt: skip
+    assert csv_rows[-1].split(",")[:7] == [
+        "qmix-da", "3m", "1", "0.750000", "7.500000", "1.000000", "0.800000"
+    ]  # fmt: skip
+    assert written.runs == report.runs
 
 
 def test_marl_eval_layout(sweep: Path):

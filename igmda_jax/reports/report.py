@@ -16,8 +16,10 @@ Out, in OUTDIR (byte-identical for the same inputs and options):
 
     RESULTS.md      Table 1 (final win rate % per label x map, 95 % CIs, best per map in bold,
                     the paper's SC2 numbers beside ours, mean and IQM over maps), P(X-da > X)
-                    per map and overall, the figure, every run folder with its seeds, final
-                    t_env, episodes and status, and what the intervals are
+                    per map and overall, for -da/-bc the learner's and the expert's win
+                    rates and their agreement, the figure, every run folder with its seeds,
+                    final t_env, episodes, status and training hours (and their sum), and what
+                    the intervals are
     curves.png      Fig. 4: win rate over env steps, median over seeds with the 25-75 % band,
                     moving average of 5 evaluations, one panel per map, -da curves thicker
     finals.csv      one row per label x map x seed: the final value and where it came from
@@ -28,8 +30,9 @@ Cost: the bootstrap loops in Python (rliable): with the default 50,000 resamples
 P(X-da > X)) about 5-15 s per label and per -da pair on one core, so a minute or two for 6
 labels x 6 maps; ``--reps 2000 --poi-reps 500`` gives a quick look in seconds.
 
-Run folders are read by ``reports.runs``, statistics are in ``reports.stats``, tables and text
-files in ``reports.write``, the figure in ``reports.plots``.
+Run folders are read by ``reports.runs``, statistics are in ``reports.stats``, RESULTS.md is
+written by ``reports.write`` (the paper's numbers: ``reports.paper``), the data files by
+``reports.exports``, the figure by ``reports.plots``.
 """
 
 from __future__ import annotations
@@ -169,13 +172,9 @@ def write_report(
     """Build the report of ``dirs`` and write its files into ``out_dir`` (created if needed).
     ``command``: the command line quoted in RESULTS.md (default: the equivalent ``igmda
     report`` call)."""
+    from igmda_jax.reports.exports import finals_csv, marl_eval_json, summary_csv
     from igmda_jax.reports.plots import plot_curves
-    from igmda_jax.reports.write import (
-        finals_csv,
-        marl_eval_json,
-        results_markdown,
-        summary_csv,
-    )
+    from igmda_jax.reports.write import results_markdown
 
     out = Path(out_dir)
     if out.exists() and not out.is_dir():

@@ -28,6 +28,7 @@ class SeedResult:
     win_rate: float
     return_: float | None
     expert_win_rate: float | None
+    agreement: float | None  # learner and expert greedy actions equal, last evaluation (-da/-bc)
     curve_t: tuple[int, ...]
     curve_win_rate: tuple[float, ...]
     curve_return: tuple[float | None, ...]
@@ -47,6 +48,9 @@ class Run:
     episodes: int | None  # per seed in the final value's evaluation
     status: str  # FINAL, UNFINISHED or NO_FINAL_EVAL
     seeds: tuple[SeedResult, ...]
+    train_hours: (
+        float | None
+    )  # the run's own training clock (metrics' last wall_time), resumes added
 
 
 # ---------------------------------------------------------------------------------- inputs
@@ -154,6 +158,7 @@ def load_run(folder: Path, display: str) -> Run | None:
             win_rate=finals[seed][0],
             return_=finals[seed][1],
             expert_win_rate=finals[seed][2],
+            agreement=_optional(by_seed[seed][-1].get("agreement")) if seed in by_seed else None,
             curve_t=tuple(int(r["t_env"]) for r in by_seed.get(seed, [])),
             curve_win_rate=tuple(float(r["win_rate"]) for r in by_seed.get(seed, [])),
             curve_return=tuple(_optional(r.get("return")) for r in by_seed.get(seed, [])),
@@ -171,7 +176,15 @@ def load_run(folder: Path, display: str) -> Run | None:
         episodes=None if episodes is None else int(episodes),
         status=status,
         seeds=results,
+        train_hours=_train_hours(rows),
     )
+
+
+def _train_hours(rows: Sequence[dict[str, Any]]) -> float | None:
+    """Hours on the run's training clock: the largest ``wall_time`` of its metrics rows (it
+    counts from the first start and carries over resumes), None when no row has one."""
+    walls = [float(row["wall_time"]) for row in rows if row.get("wall_time") is not None]
+    return max(walls) / 3600 if walls else None
 
 
 def separate_overlapping(runs: Sequence[Run]) -> list[Run]:

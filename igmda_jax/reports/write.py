@@ -1,60 +1,14 @@
-"""The text files of ``igmda report``: RESULTS.md, finals.csv, summary.csv and marl_eval.json,
-each returned as a string built from a ``report.Report`` in a fixed order (labels, then maps,
-then seeds) with fixed float formats, so the same report gives the same bytes.
-
-marl_eval.json follows instadeepai/marl-eval's raw-data layout (its README, "Data Structure
-for Raw Experiment data"):
-
-    {env: {task: {algorithm: {"run_k": {"step_i": {"step_count": int, "win_rate": [x],
-                                                  "return": [x]}, ...,
-                                       "absolute_metrics": {"win_rate": [x], "return": [x]}}}}}}
-
-env is "smax" (or "toy" for the toy games), task the map, algorithm the label, run_k the k-th
-seed in seed order, step_i the i-th evaluation. Each metric list holds one value, the
-evaluation's mean over episodes (the README allows one element for a win rate). Key order
-matters there: marl-eval reads a run's last key as its absolute metrics, so
-"absolute_metrics" comes last and steps are in evaluation order (the file is not key-sorted).
+"""RESULTS.md of ``igmda report``, built from a ``cells.Report`` as one string in a fixed order
+(labels, then maps, then seeds) with fixed float formats, so the same report gives the same
+bytes. The data files (CSV, marl-eval JSON) are in ``reports.exports``.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-from typing import Any
-
-from igmda_jax.reports.cells import PAPER_MAPS, TOY_MAPS, Cell, Report
+from igmda_jax.reports.cells import PAPER_MAPS, Report
+from igmda_jax.reports.paper import PAPER_NOTE, PAPER_TABLE1, paper_value
 from igmda_jax.reports.runs import FINAL
 from igmda_jax.reports.stats import Estimate
-
-# The paper's Table 1 (REFERENCE.md section 1): StarCraft II SMAC, sight range 0, win rate %,
-# on PAPER_MAPS in order, then the paper's average over them.
-PAPER_ROWS: dict[str, tuple[float, ...]] = {
-    "qmix": (90.2, 36.4, 26.2, 98.3, 1.9, 33.9, 47.8),
-    "qmix-da": (93.3, 50.6, 55.4, 99.2, 43.9, 70.8, 68.9),
-    "qplex": (87.0, 5.0, 0.0, 98.7, 18.9, 36.2, 41.0),
-    "qplex-da": (88.3, 38.9, 55.4, 99.6, 31.6, 64.8, 63.1),
-    "dmix": (76.2, 58.7, 0.0, 99.4, 3.3, 64.7, 50.4),
-    "dmix-da": (91.7, 59.0, 46.2, 99.8, 40.6, 64.4, 67.0),
-}
-PAPER_TABLE1 = {
-    alg: dict(zip((*PAPER_MAPS, "avg"), row, strict=True)) for alg, row in PAPER_ROWS.items()
-}
-PAPER_NOTE = (
-    "the paper's Table 1, **theirs**: StarCraft II SMAC (another simulator than our SMAX), sight "
-    "range 0; shown for their algorithms and maps, beside our runs at sight range 0"
-)
-
-
-def paper_value(cell: Cell | None) -> float | None:
-    """The paper's number for a cell: its algorithm and map are in the paper's Table 1 and all
-    its runs are at sight range 0; else None."""
-    if cell is None:
-        return None
-    algs = {run.alg for run in cell.runs}
-    if len(algs) != 1 or any(run.sight_range != 0.0 for run in cell.runs):
-        return None
-    return PAPER_TABLE1.get(algs.pop(), {}).get(cell.map)
 
 
 def _pct(value: float) -> str:
@@ -112,7 +66,7 @@ def table1(report: Report) -> list[str]:
                 paper = paper_value(cell)
                 row.append("–" if paper is None else f"{paper:.1f}")
         estimates = report.estimates[label]
-        mark = "‡" if _aggregate_note(report, label) else ""
+        mark = "‡" if aggregate_note(report, label) else ""
         for aggregate in (estimates.mean, estimates.iqm):
             row.append(f"{_pct(aggregate.value)} {_interval(aggregate)}{mark}")
         if paper_average:
@@ -123,7 +77,7 @@ def table1(report: Report) -> list[str]:
     return _table(header, rows)
 
 
-def _aggregate_note(report: Report, label: str) -> str:
+def aggregate_note(report: Report, label: str) -> str:
     """Why a label's aggregate does not use all its seeds ('' when it does)."""
     estimates = report.estimates[label]
     if not estimates.truncated:
@@ -160,6 +114,7 @@ def runs_table(report: Report) -> list[str]:
         "final t_env",
         "episodes",
         "status",
+        "train h",
         "folder",
     ]
     rows = [
@@ -172,11 +127,57 @@ def runs_table(report: Report) -> list[str]:
             f"{run.t_env} / {run.t_max}",
             "?" if run.episodes is None else str(run.episodes),
             _status(run.status),
+            "?" if run.train_hours is None else f"{run.train_hours:.2f}",
             f"`{run.folder}`",
         ]
         for run in report.runs
     ]
     return _table(header, rows)
+
+
+def expert_table(report: Report) -> list[str]:
+    """-da/-bc cells: the deployed learner's and the expert's final greedy win rates (mean and
+    per seed), their difference, and how often their greedy actions agree."""
+    header = ["label", "map", "learner %", "expert %", "learner - expert", "agreement %"]
+    rows = []
+    for cell in report.cells.values():
+        experts = [s.expert_win_rate for s in cell.seeds]
+        if None in experts:
+            continue
+        learner = [s.win_rate for s in cell.seeds]
+        agreements = [s.agreement for s in cell.seeds]
+        rows.append(
+            [
+                cell.label,
+                cell.map,
+                _per_seed(learner),
+                _per_seed(experts),
+                f"{100 * (sum(learner) - sum(experts)) / len(learner):+.1f}",
+                "?" if None in agreements else _per_seed(agreements),
+            ]
+        )
+    return _table(header, rows) if rows else []
+
+
+def _per_seed(values: list[float]) -> str:
+    """'53.8 (59.4 50.9 50.9)': the mean over seeds and each seed, in %."""
+    mean = sum(values) / len(values)
+    return f"{_pct(mean)} ({' '.join(_pct(v) for v in values)})"
+
+
+def compute_line(report: Report) -> str:
+    """Training time and env steps over the report's runs."""
+    hours = [run.train_hours for run in report.runs if run.train_hours is not None]
+    steps = sum(run.t_env * len(run.seeds) for run in report.runs)
+    unknown = len(report.runs) - len(hours)
+    return (
+        f"Compute: {sum(hours):.1f} h of training over {len(hours)} run(s) (train h: each run's own "
+        "clock from its metrics, all its seeds and evaluations, resumes added, time stopped not "
+        "counted; runs that shared the machine count each), "
+        f"{steps:,} env steps x seeds up to the final values"
+        + (f"; {unknown} run(s) without a clock" if unknown else "")
+        + "."
+    )
 
 
 def results_markdown(report: Report, title: str, command: str, figure: str) -> str:
@@ -211,7 +212,7 @@ def results_markdown(report: Report, title: str, command: str, figure: str) -> s
             "Mean over maps and IQM cover the maps a row has (– = no run): rows with different "
             "maps do not compare."
         )
-    notes = [(label, _aggregate_note(report, label)) for label in report.labels]
+    notes = [(label, aggregate_note(report, label)) for label in report.labels]
     if any(note for _, note in notes):
         lines.append(
             "‡ Seed counts differ across maps; the aggregate uses "
@@ -236,6 +237,19 @@ def results_markdown(report: Report, title: str, command: str, figure: str) -> s
                 "‡ Overall value from each side's first seeds on every map (the fewest any "
                 f"map has): {', '.join(truncated)}."
             )
+    experts = expert_table(report)
+    if experts:
+        lines += [
+            "",
+            "## Learner and expert",
+            "",
+            *experts,
+            "",
+            "-da and -bc runs deploy the learner (local observations); the expert (more "
+            "observations) trains it. Final greedy win rates in %, mean over seeds (each seed); "
+            "learner - expert in points; agreement: the share of the learner's greedy test steps "
+            "where the expert's greedy action is the same, at the last periodic evaluation.",
+        ]
     lines += [
         "",
         "## Learning curves",
@@ -253,6 +267,7 @@ def results_markdown(report: Report, title: str, command: str, figure: str) -> s
         "value from its last periodic evaluation; unfinished = stopped before t_max, value from "
         "its last evaluation. Episodes: per seed in the evaluation the value comes from.",
     ]
+    lines.append(compute_line(report))
     if flagged:
         lines.append(f"**{len(flagged)} of {len(report.runs)} run(s) without a final evaluation.**")
     if report.skipped:
@@ -284,119 +299,3 @@ def results_markdown(report: Report, title: str, command: str, figure: str) -> s
         "",
     ]
     return "\n".join(lines)
-
-
-FINALS_COLUMNS = (
-    "label",
-    "map",
-    "seed",
-    "win_rate",
-    "return",
-    "expert_win_rate",
-    "t_env",
-    "episodes",
-    "status",
-    "folder",
-)
-SUMMARY_COLUMNS = (
-    "kind",
-    "label",
-    "versus",
-    "map",
-    "runs",
-    "estimate",
-    "ci_low",
-    "ci_high",
-    "paper_sc2",
-    "flagged",
-)
-
-
-def _number(value: float | None, digits: int = 6) -> str:
-    return "" if value is None else f"{value:.{digits}f}"
-
-
-def _csv(header: list[str], rows: list[list[Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
-def finals_csv(report: Report) -> str:
-    """finals.csv: label, map, seed, final values, where they come from."""
-    header = list(FINALS_COLUMNS)
-    rows = []
-    for cell in report.cells.values():
-        for run in cell.runs:
-            for s in run.seeds:
-                values = (s.win_rate, s.return_, s.expert_win_rate)
-                rows.append(
-                    [cell.label, cell.map, s.seed, *map(_number, values), run.t_env]
-                    + ["" if run.episodes is None else run.episodes, run.status, run.folder]
-                )
-    rows.sort(key=lambda row: (report.labels.index(row[0]), report.maps.index(row[1]), row[2]))
-    return _csv(header, rows)
-
-
-def summary_csv(report: Report) -> str:
-    """summary.csv: kind, label, versus, map, runs, estimate, ci_low, ci_high, paper_sc2."""
-    header = list(SUMMARY_COLUMNS)
-    rows = []
-
-    def add(kind: str, label: str, versus: str, m: str, e: Estimate, paper: Any, flag: bool):
-        paper_text = "" if paper is None else f"{paper / 100:.3f}"
-        values = [_number(e.value), _number(e.low), _number(e.high)]
-        rows.append([kind, label, versus, m, e.runs, *values, paper_text, int(flag)])
-
-    for label in report.labels:
-        estimates = report.estimates[label]
-        for m, estimate in estimates.per_map.items():
-            cell = report.cells[label, m]
-            add("win_rate", label, "", m, estimate, paper_value(cell), cell.flagged)
-        maps = " ".join(estimates.per_map)
-        flag = bool(_aggregate_note(report, label))
-        add("aggregate_mean", label, "", maps, estimates.mean, None, flag)
-        add("aggregate_iqm", label, "", maps, estimates.iqm, None, flag)
-    for (da, base), improvement in report.improvements.items():
-        for m, estimate in improvement.per_map.items():
-            add("probability_of_improvement", da, base, m, estimate, None, False)
-        maps = "overall: " + " ".join(improvement.per_map)
-        overall, truncated = improvement.overall, improvement.truncated
-        add("probability_of_improvement", da, base, maps, overall, None, truncated)
-    return _csv(header, rows)
-
-
-def _environment(map_name: str) -> str:
-    return "toy" if map_name in TOY_MAPS else "smax"
-
-
-def marl_eval_data(report: Report) -> dict[str, Any]:
-    """The marl-eval raw-data dict (see the module docstring), in a fixed key order."""
-    data: dict[str, Any] = {}
-    order = {key: i for i, key in enumerate(report.cells)}  # by label, then map
-    cells = sorted(
-        report.cells.items(),
-        key=lambda item: (_environment(item[0][1]), report.maps.index(item[0][1]), order[item[0]]),
-    )
-    for (label, m), cell in cells:
-        with_return = all(s.return_ is not None and None not in s.curve_return for s in cell.seeds)
-        runs = {}
-        for k, s in enumerate(cell.seeds):
-            run: dict[str, Any] = {}
-            for i, t in enumerate(s.curve_t):
-                step: dict[str, Any] = {"step_count": t, "win_rate": [s.curve_win_rate[i]]}
-                if with_return:
-                    step["return"] = [s.curve_return[i]]
-                run[f"step_{i}"] = step
-            run["absolute_metrics"] = {"win_rate": [s.win_rate]}
-            if with_return:
-                run["absolute_metrics"]["return"] = [s.return_]
-            runs[f"run_{k}"] = run
-        data.setdefault(_environment(m), {}).setdefault(m, {})[label] = runs
-    return data
-
-
-def marl_eval_json(report: Report) -> str:
-    return json.dumps(marl_eval_data(report), indent=1) + "\n"
