@@ -23,7 +23,8 @@ from typing import Any
 import jax
 from bench_train import bench_chunks, print_table
 
-from igmda_jax.core.config import Config, make_config
+from igmda_jax.core.config import Config
+from igmda_jax.core.presets import make_config
 
 TARGET_DA_RATIO = 1.6
 

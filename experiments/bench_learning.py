@@ -36,7 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from igmda_jax.core.config import REWARDS, Config, make_config
+from igmda_jax.core.config import REWARDS, Config
+from igmda_jax.core.presets import make_config
 from igmda_jax.run import run
 
 THRESHOLDS = (0.5, 0.8)

@@ -34,7 +34,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from igmda_jax.core.config import make_config
+from igmda_jax.core.presets import make_config
 from igmda_jax.run import compile_trainer, seed_keys
 
 GIB = 1024**3

@@ -41,7 +41,8 @@ import jax.numpy as jnp
 
 from envs.rollout import make_random_rollout
 from envs.spec import recorder
-from igmda_jax.core.config import Config, make_config
+from igmda_jax.core.config import Config
+from igmda_jax.core.presets import make_config
 from igmda_jax.fused.learner import make_optimizer, update
 from igmda_jax.fused.rollout import collect
 from igmda_jax.run import compile_trainer, seed_keys

@@ -27,7 +27,7 @@ import numpy as np
 from bench_learning import read_metrics, train
 
 from envs.toy import optimal_return
-from igmda_jax.core.config import make_config
+from igmda_jax.core.presets import make_config
 
 MAP = "hidden_cue_long"
 DEFAULT_ALGS = [f"{mixer}{variant}" for mixer in ("vdn", "qmix", "qplex", "dmix")

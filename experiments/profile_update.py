@@ -26,7 +26,7 @@ import jax.numpy as jnp
 from bench_train import time_calls  # experiments/ is on sys.path when run as a script
 
 from envs.spec import recorder
-from igmda_jax.core.config import make_config
+from igmda_jax.core.presets import make_config
 from igmda_jax.fused.learner import loss_fn, make_optimizer, update
 from igmda_jax.fused.rollout import collect
 from igmda_jax.run import compile_trainer, seed_keys

@@ -39,7 +39,7 @@ from typing import Any
 
 import jax
 
-from igmda_jax.core.config import make_config
+from igmda_jax.core.presets import make_config
 from igmda_jax.run import compile_trainer, evaluation_keys, seed_keys
 from igmda_jax.sweeps.launchers import cpu_devices_env
 from igmda_jax.sweeps.plan import wall_hours

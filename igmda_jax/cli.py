@@ -106,7 +106,8 @@ def imitate_command(argv: list[str]) -> None:
     if not argv:
         print(IMITATE_HELP, file=sys.stderr)
         raise SystemExit(2)
-    from igmda_jax.core.config import Config, ConfigError, load_config
+    from igmda_jax.core.config import Config, ConfigError
+    from igmda_jax.core.presets import load_config
 
     head = argparse.ArgumentParser(prog="igmda imitate", add_help=False)
     head.add_argument("--expert", required=True)

@@ -32,7 +32,8 @@ from tqdm import tqdm
 
 import envs
 from envs.smax_maps import MAPS as SMAX_MAPS
-from igmda_jax.core.config import RESUMABLE_FIELDS, Config, with_defaults
+from igmda_jax.core.config import RESUMABLE_FIELDS, Config
+from igmda_jax.core.presets import with_defaults
 from igmda_jax.fused.distributed import barrier, check_supported, fetch, is_primary
 from igmda_jax.fused.seed_layout import (
     DEVICE_AXIS,

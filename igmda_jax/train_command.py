@@ -68,14 +68,8 @@ def parse_train_args(argv: list[str]) -> TrainRequest:
     import argparse
 
     import envs
-    from igmda_jax.core.config import (
-        MAIN_JOB,
-        PRESETS,
-        Config,
-        ConfigError,
-        load_config,
-        make_config,
-    )
+    from igmda_jax.core.config import PRESETS, Config, ConfigError
+    from igmda_jax.core.presets import MAIN_JOB, load_config, make_config
 
     head = argparse.ArgumentParser(add_help=False)
     head.add_argument("--preset", default="smax")

@@ -24,13 +24,8 @@ import optax
 import pytest
 from flax import struct
 
-from igmda_jax.core.config import (
-    ConfigError,
-    config_from_dict,
-    load_config,
-    make_config,
-    with_defaults,
-)
+from igmda_jax.core.config import ConfigError
+from igmda_jax.core.presets import config_from_dict, load_config, make_config, with_defaults
 from igmda_jax.persist.checkpoint import (
     CheckpointMismatchError,
     CheckpointStore,

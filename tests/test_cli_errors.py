@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from test_train import SMALL as TRAIN_SMALL
 
-from igmda_jax.core.config import make_config
+from igmda_jax.core.presets import make_config
 from igmda_jax.run import run
 
 # test_train's small 3m configuration (without its td_lambda), shorter and evaluated less

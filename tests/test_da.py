@@ -11,8 +11,9 @@ import pytest
 import envs
 from envs import toy
 from igmda_jax.core import losses
-from igmda_jax.core.config import MIXERS, make_config
+from igmda_jax.core.config import MIXERS
 from igmda_jax.core.networks import RNNAgent
+from igmda_jax.core.presets import make_config
 from igmda_jax.fused.learner import loss_fn
 from igmda_jax.fused.rollout import collect
 from igmda_jax.fused.train import make_train

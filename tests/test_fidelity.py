@@ -16,8 +16,8 @@ import envs
 from envs.smax import MOVE_DIRECTIONS, SmaxEnv
 from igmda_jax.core import losses
 from igmda_jax.core.acting import build_inputs, make_networks
-from igmda_jax.core.config import config_from_dict, make_config
 from igmda_jax.core.mixers import make_mixer
+from igmda_jax.core.presets import config_from_dict, make_config
 from igmda_jax.fused.rollout import collect
 from igmda_jax.fused.train import make_train
 from igmda_jax.persist.provenance import record_provenance

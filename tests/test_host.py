@@ -20,7 +20,7 @@ from envs.pool_types import EpisodeBatch as PlayedEpisodes
 from envs.pool_types import FaultInjection
 from envs.spec import TimeStep, recorder
 from igmda_jax.core.acting import make_networks
-from igmda_jax.core.config import make_config
+from igmda_jax.core.presets import make_config
 from igmda_jax.fused.rollout import collect
 from igmda_jax.fused.train import _init_params
 from igmda_jax.host.episodes import ActCarry, initial_carry, make_act, replay_episodes

@@ -16,7 +16,8 @@ import pytest
 
 import envs
 from igmda_jax.cli import main
-from igmda_jax.core.config import ConfigError, make_config
+from igmda_jax.core.config import ConfigError
+from igmda_jax.core.presets import make_config
 from igmda_jax.fused.learner import make_optimizer, update
 from igmda_jax.fused.rollout import collect
 from igmda_jax.fused.train import make_train

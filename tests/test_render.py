@@ -16,7 +16,8 @@ import pytest
 from PIL import Image, ImageSequence
 
 from igmda_jax import cli
-from igmda_jax.core.config import Config, make_config
+from igmda_jax.core.config import Config
+from igmda_jax.core.presets import make_config
 from igmda_jax.fused.train import make_train
 from igmda_jax.persist.checkpoint import CheckpointStore
 from igmda_jax.run import make_env, seed_keys

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from igmda_jax.core.config import make_config
+from igmda_jax.core.presets import make_config
 from igmda_jax.fused.seed_layout import (
     DEVICE_AXIS,
     idle_devices_notice,

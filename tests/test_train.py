@@ -18,7 +18,8 @@ import pytest
 from test_loggers import assert_csv_equals_jsonl
 
 import envs
-from igmda_jax.core.config import MAIN_JOB, REWARDS, ConfigError, make_config
+from igmda_jax.core.config import REWARDS, ConfigError
+from igmda_jax.core.presets import MAIN_JOB, make_config
 from igmda_jax.fused.train import make_train
 from igmda_jax.persist.checkpoint import CheckpointMismatchError
 from igmda_jax.run import (

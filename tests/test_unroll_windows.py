@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import envs
-from igmda_jax.core.config import make_config
+from igmda_jax.core.presets import make_config
 from igmda_jax.fused.learner import longest_episode, make_optimizer, update, window_lengths
 from igmda_jax.fused.rollout import collect
 from igmda_jax.fused.train import make_train

@@ -19,7 +19,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from igmda_jax.core.config import MAIN_JOB, RESUMABLE_FIELDS, make_config, with_defaults
+from igmda_jax.core.config import RESUMABLE_FIELDS
+from igmda_jax.core.presets import MAIN_JOB, make_config, with_defaults
 from igmda_jax.sweeps.launchers import latest_t_env, next_step, read_metrics
 from igmda_jax.sweeps.spec import Cell, Sweep
 

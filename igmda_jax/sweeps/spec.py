@@ -73,7 +73,8 @@ from typing import Any
 
 import yaml
 
-from igmda_jax.core.config import ALGORITHMS, MAIN_JOB, PRESETS, Config, ConfigError, make_config
+from igmda_jax.core.config import ALGORITHMS, PRESETS, Config, ConfigError
+from igmda_jax.core.presets import MAIN_JOB, make_config
 
 GRID_KEYS = (
     "preset",

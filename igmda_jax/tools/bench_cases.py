@@ -35,7 +35,7 @@ import numpy as np
 
 import envs
 from envs.rollout import make_random_rollout, random_available_actions
-from igmda_jax.core.config import make_config
+from igmda_jax.core.presets import make_config
 from igmda_jax.run import compile_trainer, seed_keys
 
 

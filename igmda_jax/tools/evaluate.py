@@ -9,7 +9,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from igmda_jax.core.config import load_config
+from igmda_jax.core.presets import load_config
 from igmda_jax.persist.checkpoint import CheckpointStore
 from igmda_jax.run import (
     SEED_AXIS,

@@ -42,14 +42,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import envs
-from igmda_jax.core.config import (
-    RESUMABLE_FIELDS,
-    Config,
-    ConfigError,
-    config_from_dict,
-    load_config,
-    with_defaults,
-)
+from igmda_jax.core.config import RESUMABLE_FIELDS, Config, ConfigError
+from igmda_jax.core.presets import config_from_dict, load_config, with_defaults
 from igmda_jax.fused.learner import make_optimizer
 from igmda_jax.fused.train import TrainState
 from igmda_jax.persist.checkpoint import CheckpointStore, check_compatible

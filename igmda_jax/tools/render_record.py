@@ -25,9 +25,10 @@ from jax.sharding import SingleDeviceSharding
 from envs.smax import N_MOVE_ACTIONS, SmaxEnv
 from envs.smax_maps import MAPS as SMAX_MAPS
 from igmda_jax.core.acting import Networks, build_inputs
-from igmda_jax.core.config import Config, load_config
+from igmda_jax.core.config import Config
 from igmda_jax.core.losses import masked_greedy_actions
 from igmda_jax.core.networks import initial_hidden, unroll
+from igmda_jax.core.presets import load_config
 from igmda_jax.fused.rollout import EpisodeBatch, collect
 from igmda_jax.fused.train import make_train
 from igmda_jax.persist.checkpoint import CheckpointStore

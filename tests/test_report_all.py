@@ -1,0 +1,116 @@
+"""experiments/report_all.py: the report commands it reads from the sweep files' headers, the
+generated blocks of README.md and results/RESULTS.md against the committed results, and a
+regeneration of a small synthetic sweep that ``--check`` finds byte-identical (and not, once a
+result changes)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_report_all():
+    spec = importlib.util.spec_from_file_location(
+        "report_all", ROOT / "experiments" / "report_all.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+report_all = _load_report_all()
+
+
+def test_every_sweep_names_its_report_command():
+    commands = {path.stem: report_all.report_command(path) for path in report_all.sweep_files(ROOT)}
+    assert list(commands)[0] == "table1"  # the others read its cells
+    assert all(command is not None for command in commands.values()), commands
+    assert all(command.startswith("igmda report ") for command in commands.values())
+    # a continued line is joined and quotes survive for bash
+    assert commands["fig5_sight"] == (
+        "igmda report results/table1/qmix{,-da}_5m_vs_6m_sight0 results/fig5_sight --out "
+        "results/fig5_sight --relabel 'qmix=qmix sight 0' --relabel 'qmix-da=qmix-da sight 0'"
+    )
+    for name, command in commands.items():
+        if name != "fig3_lossy":  # the experts' report goes to a subfolder
+            assert f"--out results/{name}" in command, (name, command)
+
+
+def test_generated_blocks_are_the_committed_results():
+    """README's Table 1 and results/RESULTS.md's Table 1 and compute blocks are what
+    report_all makes of the committed files (rerun it after a sweep adds results)."""
+    readme = (ROOT / "README.md").read_text()
+    assert report_all.replace_block(readme, "readme", report_all.readme_table1(ROOT)) == readme
+    results = (ROOT / "results" / "RESULTS.md").read_text()
+    for name, block in [
+        ("table1", report_all.table1_sections(ROOT)),
+        ("compute", report_all.compute_table(ROOT)),
+    ]:
+        assert report_all.replace_block(results, name, block) == results, name
+
+
+def test_replace_block_refuses_missing_or_repeated_markers():
+    begin, end = report_all.markers("x")
+    assert report_all.replace_block(f"a\n{begin}\nold\n{end}\nb", "x", "new") == (
+        f"a\n{begin}\nnew\n{end}\nb"
+    )
+    with pytest.raises(ValueError, match="expected one"):
+        report_all.replace_block("no markers", "x", "new")
+    with pytest.raises(ValueError, match="expected one"):
+        report_all.replace_block(f"{begin}{end}{begin}{end}", "x", "new")
+
+
+def _synthetic_repo(root: Path) -> None:
+    """A repo with one sweep (table1: qmix and qmix-da on 3s5z, 2 seeds, finished) and the
+    files report_all writes into."""
+    (root / "experiments").mkdir(parents=True)
+    (root / "experiments" / "table1.yaml").write_text(
+        "# a small table1\n#   igmda report results/table1 --out results/table1 --reps 200 \\\n"
+        "#     --poi-reps 50\nname: table1\npreset: smax\nseeds: 2\nt_max: 20\n"
+        "algorithms: [qmix, qmix-da]\nsight_ranges: [0]\nmaps: [3s5z]\n"
+    )
+    for alg, wins in [("qmix", [0.25, 0.5]), ("qmix-da", [0.75, 0.5])]:
+        folder = root / "results" / "table1" / f"{alg}_3s5z_sight0"
+        folder.mkdir(parents=True)
+        config = {"alg": alg, "map": "3s5z", "sight_range": 0.0, "t_max": 20, "seeds": 2}
+        (folder / "config.json").write_text(json.dumps(config))
+        rows = [
+            {"eval": i, "seed": s, "t_env": 10 * i, "win_rate": w * i, "wall_time": 360.0 * i}
+            for i in range(3)
+            for s, w in enumerate(wins)
+        ]
+        (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        final = {"t_env": 20, "episodes": 8, "seeds": [0, 1], "win_rate_per_seed": wins}
+        (folder / "final_eval.json").write_text(json.dumps(final | {"win_rate_mean": 0.5}))
+    begin, end = report_all.markers("readme")
+    (root / "README.md").write_text(f"# r\n{begin}\n{end}\n")
+    blocks = [report_all.markers(name) for name in ("table1", "compute")]
+    (root / "results" / "RESULTS.md").write_text("".join(f"{b}\n{e}\n" for b, e in blocks))
+
+
+def test_regenerate_then_check_is_byte_identical(tmp_path: Path):
+    _synthetic_repo(tmp_path)
+    lines: list[str] = []
+    assert report_all.regenerate(tmp_path, lines.append), lines
+    assert (tmp_path / "results" / "table1" / "curves.png").is_file()
+    readme = (tmp_path / "README.md").read_text()
+    assert "| qmix | 50.0 / 90.2 | *running* / 36.4 |" in readme  # final_eval's mean, as given
+    results = (tmp_path / "results" / "RESULTS.md").read_text()
+    assert "### Table 1: final win rate (%)" in results and "### Runs" not in results
+    assert "| `table1` | 2 / 2 | 80 | 0.4 |" in results  # 2 runs x 2 seeds x t_env 20; 720 s x 2
+    assert report_all.check(tmp_path, lines.append)
+    final = tmp_path / "results" / "table1" / "qmix_3s5z_sight0" / "final_eval.json"
+    data = json.loads(final.read_text())
+    final.write_text(json.dumps(data | {"win_rate_per_seed": [0.25, 0.75]}))
+    lines.clear()
+    assert not report_all.check(tmp_path, lines.append)
+    assert any(line.startswith("differs: results/table1/RESULTS.md") for line in lines), lines
+    shutil.rmtree(tmp_path / "results" / "table1")
+    with pytest.raises(FileNotFoundError):
+        report_all.table1_sections(tmp_path)
