@@ -39,7 +39,7 @@ import yaml
 
 from igmda_jax.reports.cells import PAPER_MAPS
 from igmda_jax.reports.paper import PAPER_TABLE1
-from igmda_jax.reports.runs import FINAL, load_run
+from igmda_jax.reports.runs import FINAL, find_run_folders, load_run
 from igmda_jax.sweeps.spec import parse_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,30 +134,31 @@ def table1_sections(root: Path) -> str:
 
 
 def compute_table(root: Path) -> str:
-    """Per sweep: its runs with a final evaluation of those its file plans, the env steps
-    (x seeds) they reached and their training hours (each run's own clock, summed)."""
+    """Per sweep: its cells with a final evaluation of those its file plans, the other run
+    folders under its results (fig3_lossy's imitation learners), the env steps (x seeds) all of
+    them reached and their training hours (each run's own clock, summed)."""
     lines = [
-        "| sweep | runs finished / planned | env steps x seeds | training hours |",
-        "|---|---|---|---|",
+        "| sweep | cells finished / planned | other runs | env steps x seeds | training hours |",
+        "|---|---|---|---|---|",
     ]
     total_hours = 0.0
     for sweep_file in sweep_files(root):
         sweep = parse_sweep(yaml.safe_load(sweep_file.read_text()), sweep_file.read_text())
         folder = sweep_results(root, sweep.name)
-        runs = []
-        for cell in sweep.cells:
-            if (folder / cell.name / "config.json").is_file():
-                run = load_run(folder / cell.name, cell.name)
-                if run is not None:
-                    runs.append(run)
-        finished = sum(run.status == FINAL for run in runs)
+        found = find_run_folders([str(folder)]) if folder.is_dir() else []
+        runs = [load_run(path, display) for path, display in found]
+        runs = [run for run in runs if run is not None]
+        cell_folders = {str(folder / cell.name) for cell in sweep.cells}
+        finished = sum(run.status == FINAL and run.folder in cell_folders for run in runs)
+        others = sum(run.folder not in cell_folders for run in runs)
         steps = sum(run.t_env * len(run.seeds) for run in runs)
         hours = sum(run.train_hours or 0.0 for run in runs)
         total_hours += hours
         lines.append(
-            f"| `{sweep.name}` | {finished} / {len(sweep.cells)} | {steps:,} | {hours:.1f} |"
+            f"| `{sweep.name}` | {finished} / {len(sweep.cells)} | {others} | {steps:,} "
+            f"| {hours:.1f} |"
         )
-    lines.append(f"| all | | | {total_hours:.1f} |")
+    lines.append(f"| all | | | | {total_hours:.1f} |")
     return "\n".join(lines)
 
 

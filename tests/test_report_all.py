@@ -75,10 +75,17 @@ def _synthetic_repo(root: Path) -> None:
         "#     --poi-reps 50\nname: table1\npreset: smax\nseeds: 2\nt_max: 20\n"
         "algorithms: [qmix, qmix-da]\nsight_ranges: [0]\nmaps: [3s5z]\n"
     )
-    for alg, wins in [("qmix", [0.25, 0.5]), ("qmix-da", [0.75, 0.5])]:
+    runs = [("qmix", [0.25, 0.5]), ("qmix-da", [0.75, 0.5]), ("imitate/sight_0", [0.5, 0.5])]
+    for alg, wins in runs:  # the last: a run folder that is no cell of the sweep
         folder = root / "results" / "table1" / f"{alg}_3s5z_sight0"
         folder.mkdir(parents=True)
-        config = {"alg": alg, "map": "3s5z", "sight_range": 0.0, "t_max": 20, "seeds": 2}
+        config = {
+            "alg": alg.replace("imitate/sight_0", "qmix-bc"),
+            "map": "3s5z",
+            "sight_range": 0.0,
+            "t_max": 20,
+            "seeds": 2,
+        }
         (folder / "config.json").write_text(json.dumps(config))
         rows = [
             {"eval": i, "seed": s, "t_env": 10 * i, "win_rate": w * i, "wall_time": 360.0 * i}
@@ -103,7 +110,9 @@ def test_regenerate_then_check_is_byte_identical(tmp_path: Path):
     assert "| qmix | 50.0 / 90.2 | *running* / 36.4 |" in readme  # final_eval's mean, as given
     results = (tmp_path / "results" / "RESULTS.md").read_text()
     assert "### Table 1: final win rate (%)" in results and "### Runs" not in results
-    assert "| `table1` | 2 / 2 | 80 | 0.4 |" in results  # 2 runs x 2 seeds x t_env 20; 720 s x 2
+    assert (
+        "| `table1` | 2 / 2 | 1 | 120 | 0.6 |" in results
+    )  # 3 runs x 2 seeds x t_env 20; 720 s x 3
     assert report_all.check(tmp_path, lines.append)
     final = tmp_path / "results" / "table1" / "qmix_3s5z_sight0" / "final_eval.json"
     data = json.loads(final.read_text())
