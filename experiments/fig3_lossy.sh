@@ -4,16 +4,17 @@
 # learner vs expert win rate, per-action value distributions (values.png, the paper's Fig. 3b).
 # Resumable: rerun the same command (the sweep and igmda imitate both resume).
 #
-#   nice -n 19 experiments/fig3_lossy.sh            # IGMDA=path/to/igmda to use another one
+#   nice -n 19 experiments/fig3_lossy.sh            # PYTHON=path/to/python to use another one
 #
 # Checkpoints stay in runs/fig3_lossy/; the small outputs are copied to results/fig3_lossy/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-igmda=${IGMDA:-igmda}
-"$igmda" sweep experiments/fig3_lossy.yaml --jobs 2
-for map in 5m_vs_6m 3s5z; do
-  out=runs/fig3_lossy/imitate_${map}
-  "$igmda" imitate --expert "runs/fig3_lossy/qmix_${map}_sightdefault" --sight-range 9 2 0 \
+python=${PYTHON:-python3}
+igmda() { "$python" -m igmda_jax.cli "$@"; }
+igmda sweep experiments/fig3_lossy.yaml --jobs 2
+imitate() {  # the learners of one map's expert, then their small outputs to results/
+  local map=$1 out=runs/fig3_lossy/imitate_$1
+  igmda imitate --expert "runs/fig3_lossy/qmix_${map}_sightdefault" --sight-range 9 2 0 \
     --t-max 1e6 --seeds 3 --test-interval 10000 --out "$out" --no-progress
   # everything but the checkpoints
   (cd "$out" && find . -path ./'*'/checkpoints -prune -o -type f \
@@ -22,4 +23,10 @@ for map in 5m_vs_6m 3s5z; do
       mkdir -p "results/fig3_lossy/imitate_${map}/$(dirname "$file")"
       cp "$out/$file" "results/fig3_lossy/imitate_${map}/$file"
     done
-done
+}
+# the two maps side by side, each on half of the cores (as igmda sweep --jobs 2 does)
+devices=$(( $(nproc) / 2 > 0 ? $(nproc) / 2 : 1 ))
+IGMDA_CPU_DEVICES=${IGMDA_CPU_DEVICES:-$devices} imitate 5m_vs_6m &
+first=$!
+IGMDA_CPU_DEVICES=${IGMDA_CPU_DEVICES:-$devices} imitate 3s5z
+wait "$first"

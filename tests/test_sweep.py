@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from igmda_jax.sweeps.cli import flag_args, make_task, select_cells
+from igmda_jax.sweeps.cli import flag_args, main, make_task, run_sweeps, select_cells
 from igmda_jax.sweeps.launchers import (
     checkpoint_steps,
     cpu_devices_env,
@@ -379,6 +380,53 @@ def test_second_call_skips_finished_runs(finished: Path) -> None:
     refused = sweep_cli(finished, "lr.yaml", "--dry-run")
     assert refused.returncode == 2 and "lr: saved=0.001 sweep=0.01" in refused.stderr
     assert snapshot(finished / "runs", finished / "results") == before
+
+
+class RecordingLauncher:
+    """Runs nothing: records the tasks it was given, in order, and reports each as failed."""
+
+    def __init__(self) -> None:
+        self.given: list[tuple[str, str]] = []
+
+    def run(self, tasks, jobs):
+        self.given += [(task.sweep, task.cell) for task in tasks]
+        for task in tasks:
+            yield task, 1
+
+
+def test_several_files_share_one_queue_in_file_order(finished: Path, tmp_path: Path) -> None:
+    """tiny is done, so of ``other`` (first) and tiny only other's runs are queued, in its
+    cells' order; messages name the sweep of each run."""
+    shutil.copytree(finished / "runs", tmp_path / "runs")
+    shutil.copytree(finished / "results", tmp_path / "results")
+    other = parse_sweep(yaml.safe_load(TINY.replace("name: tiny", "name: other")), "other")
+    tiny = parse_sweep(yaml.safe_load(TINY), TINY)
+    launcher, lines = RecordingLauncher(), []
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    groups = [(other, other.cells), (tiny, tiny.cells)]
+    code = run_sweeps(groups, runs, results, jobs=2, launcher=launcher, write=lines.append)
+    assert code == 1  # the recording launcher fails every run
+    assert launcher.given == [("other", QMIX), ("other", QMIX_DA)]
+    assert any(line.startswith(f"skip tiny/{QMIX}: done, win rate") for line in lines), lines
+    assert "one queue of 2 run(s) over 2 sweeps, 2 at a time" in lines
+    assert any(line.startswith(f"FAILED other/{QMIX_DA} (exit 1)") for line in lines), lines
+
+
+def test_several_files_refuse_a_repeated_name_or_a_glob_matching_nothing(
+    tmp_path: Path, capsys
+) -> None:
+    tiny, other = tmp_path / "tiny.yaml", tmp_path / "other.yaml"
+    tiny.write_text(TINY)
+    other.write_text(TINY.replace("name: tiny", "name: other"))
+    assert main([str(tiny), str(tiny), "--dry-run"]) == 2
+    assert "sweep name(s) tiny given twice" in capsys.readouterr().err
+    folders = ["--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results")]
+    assert main([str(tiny), str(other), "--only", "nothing*", *folders, "--dry-run"]) == 2
+    assert "--only nothing* matches no cell of any sweep" in capsys.readouterr().err
+    assert main([str(tiny), str(other), "--only", "qmix-da*", *folders, "--dry-run"]) == 0
+    plans = capsys.readouterr().out
+    assert plans.count("qmix-da_hidden_cue_sight0") == 2 and QMIX + " " not in plans
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "results").exists()
 
 
 def test_killed_run_resumes_to_the_same_metrics(finished: Path, tmp_path: Path) -> None:
