@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from igmda_jax.reports import plots
 from igmda_jax.reports import stats as report_stats
 from igmda_jax.reports.cells import da_base
 from igmda_jax.reports.exports import marl_eval_data
@@ -294,6 +295,41 @@ def test_learner_and_expert_table_and_compute_by_hand(tmp_path: Path):
         "qmix-da", "3m", "1", "0.750000", "7.500000", "1.000000", "0.800000"
     ]  # fmt: skip
     assert written.runs == report.runs
+
+
+def test_sight_figure_for_labels_seen_at_several_sight_ranges(tmp_path: Path):
+    """qmix at sight 0, 2 and the unit's own, qmix-da at 0 and 2, vdn at 0 only: sight.png
+    has the two families (own last), RESULTS.md shows it; inputs without such a family get no
+    sight.png, and a stale one is removed."""
+    root = tmp_path / "runs"
+    for name, alg, sight in [
+        ("q0", "qmix", 0.0),
+        ("q2", "qmix", 2.0),
+        ("qn", "qmix", None),
+        ("d0", "qmix-da", 0.0),
+        ("d2", "qmix-da", 2.0),
+        ("v0", "vdn", 0.0),
+    ]:
+        label = f"{alg} sight {'default' if sight is None else f'{sight:g}'}"
+        write_run(root, name, alg, "3m", {0: [0.1, 0.2]}, t_max=10, final={0: 0.5},
+                  label=label, sight_range=sight)  # fmt: skip
+    report = build_report([str(root)], **FEW)
+    families = plots.sight_families(report)
+    assert families == {
+        ("qmix", "3m"): [
+            (0.0, "qmix sight 0"),
+            (2.0, "qmix sight 2"),
+            (None, "qmix sight default"),
+        ],
+        ("qmix-da", "3m"): [(0.0, "qmix-da sight 0"), (2.0, "qmix-da sight 2")],
+    }
+    out = tmp_path / "out"
+    write_report([str(root)], out, **FEW)
+    assert (out / "sight.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "![final win rate against sight range](sight.png)" in (out / "RESULTS.md").read_text()
+    write_report([str(root / "q0"), str(root / "d0")], out, **FEW)  # one sight each
+    assert not (out / "sight.png").exists()
+    assert "sight range](sight.png)" not in (out / "RESULTS.md").read_text()
 
 
 def test_marl_eval_layout(sweep: Path):

@@ -8,6 +8,7 @@ Agg canvas and no date or software metadata, so the same report gives the same b
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -86,3 +87,79 @@ def plot_curves(report: Report, path: Path, title: str) -> None:
         )
     figure.suptitle(title)
     figure.savefig(path, dpi=110, metadata={"Software": None})
+
+
+# ---------------------------------------------------------------------------------- sight
+SIGHT_IN_LABEL = re.compile(r" sight \S+")
+
+
+def sight_families(report: Report) -> dict[tuple[str, str], list[tuple[float | None, str]]]:
+    """(family, map) -> [(sight range, label)] sorted by sight (None, the unit's own sight,
+    last) for every family seen at two or more sight ranges on a map. A family is a label
+    without its ``sight <r>`` part (``qmix-da sight 2`` -> ``qmix-da``); a cell whose runs
+    differ in sight range is left out."""
+    families: dict[tuple[str, str], dict[float | None, str]] = {}
+    for (label, m), cell in report.cells.items():
+        sights = {run.sight_range for run in cell.runs}
+        if len(sights) == 1:
+            family = SIGHT_IN_LABEL.sub("", label)
+            families.setdefault((family, m), {})[sights.pop()] = label
+    return {
+        key: sorted(by_sight.items(), key=lambda item: (item[0] is None, item[0] or 0.0))
+        for key, by_sight in families.items()
+        if len(by_sight) >= 2
+    }
+
+
+def plot_by_sight(report: Report, path: Path, title: str) -> bool:
+    """sight.png (the paper's Fig. 5c): per map, each family's final win rate (%) against
+    the sight range, mean over seeds with its 95 % interval; -da lines thicker. Returns False
+    (and writes nothing) when no family has two sight ranges."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    families = sight_families(report)
+    if not families:
+        return False
+    maps = [m for m in report.maps if any(key[1] == m for key in families)]
+    width = max(PANEL_WIDTH * len(maps), 5.5)
+    figure = Figure(figsize=(width, PANEL_HEIGHT + 1.0), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, len(maps), squeeze=False).ravel()
+    names = sorted({family for family, _ in families})
+    bases = sorted({da_base(name) or name for name in names})
+    for ax, m in zip(axes, maps, strict=True):
+        sights = sorted(
+            {s for (_, mm), pairs in families.items() if mm == m for s, _ in pairs},
+            key=lambda s: (s is None, s or 0.0),
+        )
+        for family in names:
+            pairs = families.get((family, m))
+            if pairs is None:
+                continue
+            x = [sights.index(s) for s, _ in pairs]
+            estimates = [report.estimates[label].per_map[m] for _, label in pairs]
+            y = np.array([100 * e.value for e in estimates])
+            errors = np.array(
+                [[100 * (e.value - e.low), 100 * (e.high - e.value)] for e in estimates]
+            )
+            ax.errorbar(
+                x,
+                y,
+                yerr=errors.T,
+                color=f"C{bases.index(da_base(family) or family) % 10}",
+                linewidth=DA_WIDTH if da_base(family) is not None else BASE_WIDTH,
+                marker="o",
+                capsize=3,
+                label=family,
+            )
+        ax.set_xticks(range(len(sights)), ["own" if s is None else f"{s:g}" for s in sights])
+        ax.set_title(m)
+        ax.set_xlabel("sight range (own: each unit's SMAX sight)")
+        ax.set_ylabel("final win rate (%)")
+        ax.set_ylim(-2, 102)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    figure.suptitle(f"{title}\nfinal win rate against sight range (mean, 95 % CI)", fontsize=10)
+    figure.savefig(path, dpi=110, metadata={"Software": None})
+    return True

@@ -22,6 +22,8 @@ Out, in OUTDIR (byte-identical for the same inputs and options):
                     the intervals are
     curves.png      Fig. 4: win rate over env steps, median over seeds with the 25-75 % band,
                     moving average of 5 evaluations, one panel per map, -da curves thicker
+    sight.png       Fig. 5c, when a label is seen at two or more sight ranges (``qmix sight
+                    0``, ``qmix sight 2``, ...): final win rate against sight range, with CIs
     finals.csv      one row per label x map x seed: the final value and where it came from
     summary.csv     every estimate with its interval (per map, aggregates, improvements)
     marl_eval.json  instadeepai/marl-eval's raw-data format, for its tools
@@ -173,7 +175,7 @@ def write_report(
     ``command``: the command line quoted in RESULTS.md (default: the equivalent ``igmda
     report`` call)."""
     from igmda_jax.reports.exports import finals_csv, marl_eval_json, summary_csv
-    from igmda_jax.reports.plots import plot_curves
+    from igmda_jax.reports.plots import plot_by_sight, plot_curves
     from igmda_jax.reports.write import results_markdown
 
     out = Path(out_dir)
@@ -193,7 +195,13 @@ def write_report(
             + [f"--relabel={old}={new}" for old, new in (relabel or {}).items()]
         )
     plot_curves(report, out / "curves.png", title)
-    (out / "RESULTS.md").write_text(results_markdown(report, title, command, "curves.png"))
+    by_sight = plot_by_sight(report, out / SIGHT_FIGURE, title)
+    if not by_sight:
+        (out / SIGHT_FIGURE).unlink(missing_ok=True)  # a stale one from other inputs
+    markdown = results_markdown(
+        report, title, command, "curves.png", SIGHT_FIGURE if by_sight else None
+    )
+    (out / "RESULTS.md").write_text(markdown)
     (out / "finals.csv").write_text(finals_csv(report))
     (out / "summary.csv").write_text(summary_csv(report))
     (out / "marl_eval.json").write_text(marl_eval_json(report))
@@ -201,6 +209,7 @@ def write_report(
 
 
 OUTPUTS = ("RESULTS.md", "curves.png", "finals.csv", "summary.csv", "marl_eval.json")
+SIGHT_FIGURE = "sight.png"  # only when a label is seen at two or more sight ranges
 
 
 class _OneLineParser(argparse.ArgumentParser):

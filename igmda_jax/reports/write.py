@@ -180,8 +180,10 @@ def compute_line(report: Report) -> str:
     )
 
 
-def results_markdown(report: Report, title: str, command: str, figure: str) -> str:
-    """RESULTS.md: the tables, the figure, the runs, and what the intervals are."""
+def results_markdown(
+    report: Report, title: str, command: str, figure: str, sight_figure: str | None = None
+) -> str:
+    """RESULTS.md: the tables, the figures, the runs, and what the intervals are."""
     flagged = [run for run in report.runs if run.status != FINAL]
     lines = [
         f"# {title}",
@@ -258,6 +260,19 @@ def results_markdown(report: Report, title: str, command: str, figure: str) -> s
         "",
         "Greedy win rate over env steps: median over seeds with the 25-75 % band, each a moving "
         "average of 5 evaluation points (the paper's Fig. 4); -da curves thicker.",
+    ]
+    if sight_figure is not None:
+        lines += [
+            "",
+            "## Final win rate against sight range",
+            "",
+            f"![final win rate against sight range]({sight_figure})",
+            "",
+            "Each label without its `sight <r>` part, at every sight range it was run with: mean "
+            "final win rate over seeds with its 95 % interval (the values of Table 1); own: each "
+            "unit's own SMAX sight (the paper's full sight). The paper's Fig. 5c.",
+        ]
+    lines += [
         "",
         "## Runs",
         "",
