@@ -16,7 +16,7 @@ import pytest
 
 from igmda_jax.reports import plots
 from igmda_jax.reports import stats as report_stats
-from igmda_jax.reports.cells import da_base
+from igmda_jax.reports.cells import comparison_bases, da_base
 from igmda_jax.reports.exports import marl_eval_data
 from igmda_jax.reports.report import OUTPUTS, ReportError, build_report, parse_relabel, write_report
 from igmda_jax.reports.stats import (
@@ -210,6 +210,25 @@ def test_da_pairs():
     assert da_base("qmix-da") == "qmix"
     assert da_base("qmix-da [smax own features]") == "qmix [smax own features]"
     assert da_base("qmix sight 2") is None and da_base("qmix-bc") is None
+    assert comparison_bases("qmix-da [state_expert]") == ["qmix [state_expert]", "qmix-da"]
+    assert comparison_bases("qmix [a b]") == ["qmix"] and comparison_bases("qmix") == []
+    assert comparison_bases("qmix-da sight 2") == ["qmix sight 2"]
+
+
+def test_a_named_setting_is_compared_with_the_label_without_it(tmp_path: Path):
+    """table1's qmix-da beside expert_view's qmix-da [state_expert]: P(A > B) by hand."""
+    root = tmp_path / "runs"
+    write_run(root, "plain", "qmix-da", "3m", {0: [0.1], 1: [0.1]}, t_max=10,
+              final={0: 0.2, 1: 0.6})  # fmt: skip
+    write_run(root, "state", "qmix-da", "3m", {0: [0.1], 1: [0.1]}, t_max=10,
+              final={0: 0.4, 1: 0.6}, label="qmix-da [state_expert]")  # fmt: skip
+    report = build_report([str(root)], **FEW)
+    assert list(report.improvements) == [("qmix-da [state_expert]", "qmix-da")]
+    # pairs (A, B): (0.4, 0.2) win, (0.4, 0.6) loss, (0.6, 0.2) win, (0.6, 0.6) tie
+    assert report.improvements["qmix-da [state_expert]", "qmix-da"].overall.value == 2.5 / 4
+    markdown = results_markdown(report, "T", "igmda report x", "curves.png")
+    row = _table_rows(markdown, "## Probability of improvement")["qmix-da [state_expert] > qmix-da"]
+    assert row[1].startswith("0.62 [")
 
 
 # ---------------------------------------------------------------------------------- the report

@@ -197,7 +197,13 @@ def test_grid_cells_settings_and_train_flags() -> None:
     assert flag_args("double_q", False) == ["--no-double-q"]
     assert flag_args("episode_limit", None) == ["--episode-limit", "None"]
     assert flag_args("lr", 5e-4) == ["--lr", "0.0005"]
-    # labels name the sight range when it varies, the set only when sets vary
+    # labels name the sight range when it varies, and a named set always (a sweep of one set
+    # is reported beside another sweep's plain cells: they must not share a label)
+    one_set = parse_sweep(
+        {"name": "s", "seeds": 1, "t_max": 10, "algorithms": ["qmix", "qmix-da"], "maps": ["3m"]}
+        | {"override_sets": {"state_expert": {"expert_view": "state"}}}
+    )
+    assert [c.label for c in one_set.cells] == ["qmix [state_expert]", "qmix-da [state_expert]"]
     varied = parse_sweep(
         {"name": "s", "seeds": 1, "t_max": 10, "algorithms": ["vdn"], "maps": ["3m"]}
         | {"sight_ranges": [0, None, 2.5]}

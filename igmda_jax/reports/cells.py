@@ -40,7 +40,7 @@ class Report:
     maps: tuple[str, ...]
     cells: dict[tuple[str, str], Cell]
     estimates: dict[str, LabelEstimates]
-    improvements: dict[tuple[str, str], Improvement]  # (X-da, X) -> P(X-da > X)
+    improvements: dict[tuple[str, str], Improvement]  # (A, B) -> P(A > B), see comparison_bases
     reps: int
     improvement_reps: int
 
@@ -56,6 +56,19 @@ def da_base(label: str) -> str | None:
     if not head.endswith("-da"):
         return None
     return f"{head[: -len('-da')]} {tail}".rstrip() if tail else head[: -len("-da")]
+
+
+def setting_base(label: str) -> str | None:
+    """The label a label with a named setting is compared with: 'qmix-da [state_expert]' ->
+    'qmix-da'; None without one."""
+    head, bracket, tail = label.rpartition(" [")
+    return head if bracket and head and tail.endswith("]") else None
+
+
+def comparison_bases(label: str) -> list[str]:
+    """What a label is compared with in P(A > B): its base without -da, and its base without
+    a named setting."""
+    return [base for base in (da_base(label), setting_base(label)) if base is not None]
 
 
 MIXER_ORDER = ("vdn", "qmix", "qplex", "dmix")

@@ -15,8 +15,9 @@ their folder names: ``qmix [folder]``.
 Out, in OUTDIR (byte-identical for the same inputs and options):
 
     RESULTS.md      Table 1 (final win rate % per label x map, 95 % CIs, best per map in bold,
-                    the paper's SC2 numbers beside ours, mean and IQM over maps), P(X-da > X)
-                    per map and overall, for -da/-bc the learner's and the expert's win
+                    the paper's SC2 numbers beside ours, mean and IQM over maps), P(A > B)
+                    per map and overall (A an -da label or one with a named [setting], B
+                    the same without), for -da/-bc the learner's and the expert's win
                     rates and their agreement, the figure, every run folder with its seeds,
                     final t_env, episodes, status and training hours (and their sum), and what
                     the intervals are
@@ -46,7 +47,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from igmda_jax.reports.cells import Cell, Report, da_base, label_order, map_order
+from igmda_jax.reports.cells import Cell, Report, comparison_bases, label_order, map_order
 from igmda_jax.reports.runs import (
     FINAL,
     ReportError,
@@ -143,11 +144,11 @@ def build_report(
     estimates = {label: label_estimates(scores[label], reps) for label in labels}
     improvements = {}
     for label in labels:
-        base = da_base(label)
-        if base in scores and any(m in scores[base] for m in scores[label]):
-            improvements[label, base] = improvement_estimates(
-                scores[label], scores[base], improvement_reps
-            )
+        for base in comparison_bases(label):
+            if base in scores and any(m in scores[base] for m in scores[label]):
+                improvements[label, base] = improvement_estimates(
+                    scores[label], scores[base], improvement_reps
+                )
     return Report(
         runs=tuple(runs),
         skipped=tuple(skipped),

@@ -87,8 +87,8 @@ def aggregate_note(report: Report, label: str) -> str:
 
 
 def improvement_table(report: Report) -> list[str]:
-    """P(X-da > X) per map and overall, with intervals."""
-    header = ["P(X-da > X)", *report.maps, "overall"]
+    """P(A > B) per map and overall, with intervals."""
+    header = ["P(A > B)", *report.maps, "overall"]
     rows = []
     for (da, base), improvement in report.improvements.items():
         row = [f"{da} > {base}"]
@@ -228,8 +228,10 @@ def results_markdown(
             "",
             *improvement_table(report),
             "",
-            "P(X-da > X): the probability that a seed of X-da ends with a higher final win rate "
-            "than a seed of X (ties count half), per map and averaged over the maps both have.",
+            "P(A > B): the probability that a seed of A ends with a higher final win rate than a "
+            "seed of B (ties count half), per map and averaged over the maps both have; A is an "
+            "-da label and B the same without -da, or A has a named setting ([set]) and B is the "
+            "same label without it.",
         ]
         truncated = [
             f"{da} > {base}" for (da, base), i in report.improvements.items() if i.truncated

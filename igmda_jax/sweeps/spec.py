@@ -30,7 +30,7 @@ alg, map, sight_range, preset, seeds and t_max, which have their own keys. Each 
 ``common`` and then the override set's fields as flags (``--field-name value``, ``--flag`` /
 ``--no-flag``, ``None``). A cell is named ``<alg>_<map>_sight<r>`` (+ ``_<set>`` for a named
 override set; ``sightdefault`` for null) and labelled with its algorithm, plus ``sight <r>``
-when the sweep's sight ranges vary and ``[<set>]`` when its override sets do
+when the sweep's sight ranges vary and ``[<set>]`` for a named override set
 (``qmix-da [smax_own]``): ``igmda report`` groups runs by label.
 
 Written (never by ``--dry-run``)::
@@ -313,15 +313,16 @@ def grid_cells(settings: Mapping[str, Any], where: str) -> list[Cell]:
 
 def label_cells(cells: Sequence[Cell]) -> list[Cell]:
     """Each cell's label: its algorithm, + ``sight <r>`` when the cells' sight ranges vary,
-    + ``[<set>]`` for a named override set when the cells' override sets vary."""
+    + ``[<set>]`` for a named override set (always: a sweep of one setting is compared with
+    another sweep's cells of the same algorithm, e.g. ``qmix-da [state_expert]`` beside
+    table1's ``qmix-da``)."""
     sights_vary = len({cell.sight_range for cell in cells}) > 1
-    sets_vary = len({cell.override_set for cell in cells}) > 1
     labelled = []
     for cell in cells:
         label = cell.alg
         if sights_vary:
             label += f" sight {sight_text(cell.sight_range)}"
-        if sets_vary and cell.override_set:
+        if cell.override_set:
             label += f" [{cell.override_set}]"
         labelled.append(dataclasses.replace(cell, label=label))
     return labelled
