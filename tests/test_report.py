@@ -210,17 +210,21 @@ def test_da_pairs():
     assert da_base("qmix-da") == "qmix"
     assert da_base("qmix-da [smax own features]") == "qmix [smax own features]"
     assert da_base("qmix sight 2") is None and da_base("qmix-bc") is None
-    assert comparison_bases("qmix-da [state_expert]") == ["qmix [state_expert]", "qmix-da"]
+    assert comparison_bases("qmix-da [state_expert]") == [
+        "qmix [state_expert]", "qmix-bc [state_expert]", "qmix-da"
+    ]  # fmt: skip
+    assert comparison_bases("qmix-da") == ["qmix", "qmix-bc"]
     assert comparison_bases("qmix [a b]") == ["qmix"] and comparison_bases("qmix") == []
-    assert comparison_bases("qmix-da sight 2") == ["qmix sight 2"]
+    assert comparison_bases("qmix-da sight 2") == ["qmix sight 2", "qmix-bc sight 2"]
 
 
 def test_a_named_setting_is_compared_with_the_label_without_it(tmp_path: Path):
-    """table1's qmix-da beside expert_view's qmix-da [state_expert]: P(A > B) by hand."""
+    """table1's qmix-da beside expert_view's qmix-da [state_expert]: P(A > B) by hand, and the
+    paper's number only beside the paper's setting."""
     root = tmp_path / "runs"
-    write_run(root, "plain", "qmix-da", "3m", {0: [0.1], 1: [0.1]}, t_max=10,
+    write_run(root, "plain", "qmix-da", "5m_vs_6m", {0: [0.1], 1: [0.1]}, t_max=10,
               final={0: 0.2, 1: 0.6})  # fmt: skip
-    write_run(root, "state", "qmix-da", "3m", {0: [0.1], 1: [0.1]}, t_max=10,
+    write_run(root, "state", "qmix-da", "5m_vs_6m", {0: [0.1], 1: [0.1]}, t_max=10,
               final={0: 0.4, 1: 0.6}, label="qmix-da [state_expert]")  # fmt: skip
     report = build_report([str(root)], **FEW)
     assert list(report.improvements) == [("qmix-da [state_expert]", "qmix-da")]
@@ -229,6 +233,8 @@ def test_a_named_setting_is_compared_with_the_label_without_it(tmp_path: Path):
     markdown = results_markdown(report, "T", "igmda report x", "curves.png")
     row = _table_rows(markdown, "## Probability of improvement")["qmix-da [state_expert] > qmix-da"]
     assert row[1].startswith("0.62 [")
+    table = _table_rows(markdown, "## Table 1")
+    assert table["qmix-da"][2] == "50.6" and table["qmix-da [state_expert]"][2] == "–"
 
 
 # ---------------------------------------------------------------------------------- the report

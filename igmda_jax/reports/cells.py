@@ -66,9 +66,20 @@ def setting_base(label: str) -> str | None:
 
 
 def comparison_bases(label: str) -> list[str]:
-    """What a label is compared with in P(A > B): its base without -da, and its base without
-    a named setting."""
-    return [base for base in (da_base(label), setting_base(label)) if base is not None]
+    """What a label is compared with in P(A > B): an -da label with its base and with its -bc
+    sibling ('qmix-da' with 'qmix' and 'qmix-bc', the paper's Fig. 5a/b), a label with a named
+    setting with the same label without it."""
+    base = da_base(label)
+    bases = [base, bc_sibling(label), setting_base(label)]
+    return [b for b in bases if b is not None]
+
+
+def bc_sibling(label: str) -> str | None:
+    """'qmix-da [x]' -> 'qmix-bc [x]'; None if not -da."""
+    head, space, tail = label.partition(" ")
+    if not head.endswith("-da"):
+        return None
+    return head[: -len("-da")] + "-bc" + space + tail
 
 
 MIXER_ORDER = ("vdn", "qmix", "qplex", "dmix")

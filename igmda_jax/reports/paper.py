@@ -3,7 +3,7 @@ numbers: StarCraft II SMAC, sight range 0, final win rate %."""
 
 from __future__ import annotations
 
-from igmda_jax.reports.cells import PAPER_MAPS, Cell
+from igmda_jax.reports.cells import PAPER_MAPS, Cell, setting_base
 
 # The paper's Table 1 (REFERENCE.md section 1): StarCraft II SMAC, sight range 0, win rate %,
 # on PAPER_MAPS in order, then the paper's average over them.
@@ -25,9 +25,10 @@ PAPER_NOTE = (
 
 
 def paper_value(cell: Cell | None) -> float | None:
-    """The paper's number for a cell: its algorithm and map are in the paper's Table 1 and all
-    its runs are at sight range 0; else None."""
-    if cell is None:
+    """The paper's number for a cell: its algorithm and map are in the paper's Table 1, all
+    its runs are at sight range 0, and its label names no setting of ours (``qmix [smax_own]``
+    is not the paper's qmix); else None."""
+    if cell is None or setting_base(cell.label) is not None:
         return None
     algs = {run.alg for run in cell.runs}
     if len(algs) != 1 or any(run.sight_range != 0.0 for run in cell.runs):

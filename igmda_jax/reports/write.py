@@ -230,8 +230,8 @@ def results_markdown(
             "",
             "P(A > B): the probability that a seed of A ends with a higher final win rate than a "
             "seed of B (ties count half), per map and averaged over the maps both have; A is an "
-            "-da label and B the same without -da, or A has a named setting ([set]) and B is the "
-            "same label without it.",
+            "-da label and B the same without -da or with -bc, or A has a named setting ([set]) "
+            "and B is the same label without it.",
         ]
         truncated = [
             f"{da} > {base}" for (da, base), i in report.improvements.items() if i.truncated
