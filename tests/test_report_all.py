@@ -5,12 +5,19 @@ result changes)."""
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
+import yaml
+
+from igmda_jax.reports.report import main as report_main
+from igmda_jax.sweeps.spec import parse_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -123,3 +130,56 @@ def test_regenerate_then_check_is_byte_identical(tmp_path: Path):
     shutil.rmtree(tmp_path / "results" / "table1")
     with pytest.raises(FileNotFoundError):
         report_all.table1_sections(tmp_path)
+
+
+def _made_up_results(root: Path) -> None:
+    """Every planned cell of every sweep file under root/experiments gets a finished run folder
+    with made-up win rates (the committed ones are kept)."""
+    rng = np.random.default_rng(0)
+    for sweep_file in report_all.sweep_files(root):
+        text = sweep_file.read_text()
+        sweep = parse_sweep(yaml.safe_load(text), text)
+        for cell in sweep.cells:
+            folder = root / "results" / sweep.name / cell.name
+            if (folder / "final_eval.json").is_file():
+                continue
+            folder.mkdir(parents=True, exist_ok=True)
+            config = {"alg": cell.alg, "map": cell.map, "sight_range": cell.sight_range}
+            (folder / "config.json").write_text(json.dumps(config | {"t_max": cell.t_max}))
+            cell_json = {"sweep": sweep.name, "cell": cell.name, "label": cell.label}
+            (folder / "cell.json").write_text(json.dumps(cell_json))
+            wins = rng.uniform(size=cell.seeds).tolist()
+            rows = [
+                {"eval": i, "seed": s, "t_env": i * cell.t_max // 2, "win_rate": w * i / 2}
+                for i in range(3)
+                for s, w in enumerate(wins)
+            ]
+            (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+            final = {"t_env": cell.t_max, "episodes": 8, "seeds": list(range(cell.seeds))}
+            (folder / "final_eval.json").write_text(json.dumps(final | {"win_rate_per_seed": wins}))
+
+
+def test_every_sweeps_report_reads_its_cells_and_table1s_apart(tmp_path: Path, monkeypatch):
+    """With every sweep finished (made-up numbers), each header's report finds its runs and
+    table1's, and no two runs of one map share a label (else the report would tell them apart
+    by folder name, and a sweep's setting would not be compared with table1's plain cells)."""
+    shutil.copytree(ROOT / "experiments", tmp_path / "experiments")
+    shutil.copytree(ROOT / "results", tmp_path / "results")
+    _made_up_results(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    for sweep_file in report_all.sweep_files(tmp_path):
+        command = report_all.report_command(sweep_file)
+        expanded = subprocess.run(
+            ["bash", "-c", f"printf '%s\\n' {command.removeprefix('igmda report ')}"],
+            capture_output=True, text=True, check=True,
+        ).stdout.splitlines()  # fmt: skip
+        assert report_main([*expanded, "--reps", "100", "--poi-reps", "20"]) == 0, command
+        out = Path(expanded[expanded.index("--out") + 1])
+        finals = list(csv.DictReader((out / "finals.csv").open()))
+        labels = {row["label"] for row in finals}
+        assert not [label for label in labels if "_sight" in label], (sweep_file.stem, labels)
+        if sweep_file.stem in ("expert_view", "dagger_beta", "expert_target", "position_leak"):
+            summary = list(csv.DictReader((out / "summary.csv").open()))
+            compared = {(r["label"], r["versus"]) for r in summary if r["versus"]}
+            own = {label for label in labels if "[" in label}
+            assert own and all((label, label.split(" [")[0]) in compared for label in own)
