@@ -1,6 +1,6 @@
 """What IGM-DA and BC cost per env step, relative to the plain algorithm (issue 4).
 
-For each map and mixer it times the fused training loop (``run.compile_trainer``: collect 8
+For each map and mixer it times the fused training loop (``compiled.compile_trainer``: collect 8
 episodes, replay, 1 update of batch 32, target sync; the authors' network sizes, 1 seed,
 sight range 0) for the plain algorithm, ``-da`` and ``-bc``, and prints seconds per env step
 and the ratio to the plain algorithm. Target: ``-da`` costs at most 1.6x.

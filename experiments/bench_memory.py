@@ -2,7 +2,7 @@
 
 Requirement: a 5000-episode replay on 8m with 4 vmapped seeds runs within 8 GiB peak RSS.
 In this one process (no subprocess), it builds ``make_config(--preset, alg=--alg, map=--map,
-seeds=--seeds, buffer_size=--buffer-size)``, compiles the trainer (``run.compile_trainer``),
+seeds=--seeds, buffer_size=--buffer-size)``, compiles the trainer (``compiled.compile_trainer``),
 initialises the state and runs ``--chunks`` training chunks (more if no update has run
 yet), then prints
 
@@ -34,8 +34,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from igmda_jax.compiled import compile_trainer, seed_keys
 from igmda_jax.core.presets import make_config
-from igmda_jax.run import compile_trainer, seed_keys
 
 GIB = 1024**3
 

@@ -4,7 +4,7 @@ For each map (QMIX, the authors' network sizes: ``make_config("authors", alg="qm
 n_envs=8, batch_size=32, updates_per_iteration=1)``; the replay holds only ``--buffer-size``
 episodes, default 512, to save memory; its size does not change the per-step cost) it prints
 
-* env steps/s per seed of the whole jitted training loop (``run.compile_trainer``: collect
+* env steps/s per seed of the whole jitted training loop (``compiled.compile_trainer``: collect
   8 episodes, add to replay, 1 update, target sync; ``iterations_per_call`` times per chunk),
   timed over ``--chunks`` chunks after ``--warmup`` chunks that compile and fill the replay;
 * env steps/s of the same environments and batch under a random policy
@@ -41,11 +41,11 @@ import jax.numpy as jnp
 
 from envs.rollout import make_random_rollout
 from envs.spec import recorder
+from igmda_jax.compiled import compile_trainer, seed_keys
 from igmda_jax.core.config import Config
 from igmda_jax.core.presets import make_config
 from igmda_jax.fused.learner import make_optimizer, update
 from igmda_jax.fused.rollout import collect
-from igmda_jax.run import compile_trainer, seed_keys
 
 TARGET_STEPS_PER_SEED = 4_500  # on 3m
 TARGET_8_SEED_RATIO = 4.0

@@ -26,10 +26,10 @@ import jax.numpy as jnp
 from bench_train import time_calls  # experiments/ is on sys.path when run as a script
 
 from envs.spec import recorder
+from igmda_jax.compiled import compile_trainer, seed_keys
 from igmda_jax.core.presets import make_config
 from igmda_jax.fused.learner import loss_fn, make_optimizer, update
 from igmda_jax.fused.rollout import collect
-from igmda_jax.run import compile_trainer, seed_keys
 
 
 def profile(map_name: str, alg: str, repeats: int) -> dict[str, Any]:

@@ -39,8 +39,8 @@ from typing import Any
 
 import jax
 
+from igmda_jax.compiled import compile_trainer, evaluation_keys, seed_keys
 from igmda_jax.core.presets import make_config
-from igmda_jax.run import compile_trainer, evaluation_keys, seed_keys
 from igmda_jax.sweeps.launchers import cpu_devices_env
 from igmda_jax.sweeps.plan import wall_hours
 from igmda_jax.tools.bench_cases import time_chunks, warm_up

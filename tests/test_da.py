@@ -10,6 +10,7 @@ import pytest
 
 import envs
 from envs import toy
+from igmda_jax.compiled import compile_trainer, evaluation_keys, seed_keys
 from igmda_jax.core import losses
 from igmda_jax.core.config import MIXERS
 from igmda_jax.core.networks import RNNAgent
@@ -18,7 +19,6 @@ from igmda_jax.fused.learner import loss_fn
 from igmda_jax.fused.rollout import collect
 from igmda_jax.fused.train import make_train
 from igmda_jax.persist.checkpoint import CheckpointStore
-from igmda_jax.run import compile_trainer, evaluation_keys, seed_keys
 
 TINY = dict(n_envs=4, batch_size=4, buffer_size=16, hidden_dim=8, mixer_embed=4, hypernet_embed=8)
 

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from test_train import kill_after_first_checkpoint, metric_rows
 
+from igmda_jax.compiled import compile_trainer, seed_keys
 from igmda_jax.fused.distributed import (
     DistributedError,
     Launch,
@@ -31,7 +32,6 @@ from igmda_jax.fused.distributed import (
 from igmda_jax.fused.seed_layout import process_devices
 from igmda_jax.persist.checkpoint import CheckpointStore
 from igmda_jax.persist.digests import crc32_combine
-from igmda_jax.run import compile_trainer, seed_keys
 from igmda_jax.train_command import parse_train_args
 
 # QMIX on the one-step matrix game with one unroll window: the toy configuration that compiles

@@ -14,6 +14,7 @@ import pytest
 
 import envs
 from envs.smax import MOVE_DIRECTIONS, SmaxEnv
+from igmda_jax.compiled import make_env
 from igmda_jax.core import losses
 from igmda_jax.core.acting import build_inputs, make_networks
 from igmda_jax.core.mixers import make_mixer
@@ -21,7 +22,6 @@ from igmda_jax.core.presets import config_from_dict, make_config
 from igmda_jax.fused.rollout import collect
 from igmda_jax.fused.train import make_train
 from igmda_jax.persist.provenance import record_provenance
-from igmda_jax.run import make_env
 from igmda_jax.train_command import parse_train_args
 
 

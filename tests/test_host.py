@@ -19,13 +19,14 @@ import envs
 from envs.pool_types import EpisodeBatch as PlayedEpisodes
 from envs.pool_types import FaultInjection
 from envs.spec import TimeStep, recorder
+from igmda_jax.compiled import env_options
 from igmda_jax.core.acting import make_networks
 from igmda_jax.core.presets import make_config
 from igmda_jax.fused.rollout import collect
 from igmda_jax.fused.train import _init_params
 from igmda_jax.host.episodes import ActCarry, initial_carry, make_act, replay_episodes
 from igmda_jax.host.loop import HostBackendError, check_memory
-from igmda_jax.run import env_options, run
+from igmda_jax.run import run
 from igmda_jax.tools.evaluate import evaluate_run
 
 # test_train's small 3m configuration (without its td_lambda), two workers per seed

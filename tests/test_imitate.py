@@ -16,12 +16,13 @@ import pytest
 
 import envs
 from igmda_jax.cli import main
+from igmda_jax.compiled import compile_trainer
 from igmda_jax.core.config import ConfigError
 from igmda_jax.core.presets import make_config
 from igmda_jax.fused.learner import make_optimizer, update
 from igmda_jax.fused.rollout import collect
 from igmda_jax.fused.train import make_train
-from igmda_jax.run import compile_trainer, run
+from igmda_jax.run import run
 from igmda_jax.tools import imitate as im
 from igmda_jax.tools import imitation_report as report
 

@@ -16,11 +16,11 @@ import pytest
 from PIL import Image, ImageSequence
 
 from igmda_jax import cli
+from igmda_jax.compiled import make_env, seed_keys
 from igmda_jax.core.config import Config
 from igmda_jax.core.presets import make_config
 from igmda_jax.fused.train import make_train
 from igmda_jax.persist.checkpoint import CheckpointStore
-from igmda_jax.run import make_env, seed_keys
 from igmda_jax.tools.render import ALLY, DISAGREE, ENEMY, FrameDrawer, action_name, episode_view
 from igmda_jax.tools.render_record import Recording, attack_targets, record_run
 

@@ -11,6 +11,7 @@ import jax
 import numpy as np
 import pytest
 
+from igmda_jax.compiled import compile_trainer, evaluation_keys, seed_keys
 from igmda_jax.core.presets import make_config
 from igmda_jax.fused.seed_layout import (
     DEVICE_AXIS,
@@ -23,7 +24,7 @@ from igmda_jax.fused.seed_layout import (
     unpad_seeds,
 )
 from igmda_jax.persist.checkpoint import CheckpointStore
-from igmda_jax.run import compile_trainer, evaluation_keys, run, seed_keys
+from igmda_jax.run import run
 from igmda_jax.tools.evaluate import evaluate_run
 
 TINY = dict(n_envs=4, batch_size=4, buffer_size=16, hidden_dim=8, mixer_embed=4, hypernet_embed=8)

@@ -18,18 +18,12 @@ import pytest
 from test_loggers import assert_csv_equals_jsonl
 
 import envs
+from igmda_jax.compiled import compile_trainer, evaluation_keys, make_env, seed_keys
 from igmda_jax.core.config import REWARDS, ConfigError
 from igmda_jax.core.presets import MAIN_JOB, make_config
 from igmda_jax.fused.train import make_train
 from igmda_jax.persist.checkpoint import CheckpointMismatchError
-from igmda_jax.run import (
-    TrainingDiverged,
-    compile_trainer,
-    evaluation_keys,
-    make_env,
-    run,
-    seed_keys,
-)
+from igmda_jax.run import TrainingDiverged, run
 from igmda_jax.tools.evaluate import evaluate_run
 from igmda_jax.train_command import parse_train_args
 

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 import envs
+from igmda_jax.compiled import SEED_AXIS, compile_trainer, make_env, seed_keys
 from igmda_jax.core.presets import make_config
 from igmda_jax.fused.learner import longest_episode, make_optimizer, update, window_lengths
 from igmda_jax.fused.rollout import collect
 from igmda_jax.fused.train import make_train
-from igmda_jax.run import SEED_AXIS, compile_trainer, make_env, seed_keys
 
 TINY = dict(n_envs=4, batch_size=4, buffer_size=16, hidden_dim=8, mixer_embed=4, hypernet_embed=8)
 

@@ -5,7 +5,7 @@ one XLA device per core (envs/__init__.py), and the seed axis is spread over the
 processes (igmda_jax/fused/distributed.py) it is spread over every process's devices
 (``process_devices``), each process computing its own seeds. Within a
 device the seeds run in groups (``Config.seed_vmap``), vmapped within a group and one group
-after another. ``run.compile_trainer`` combines these into one compiled program.
+after another. ``compiled.compile_trainer`` combines these into one compiled program.
 """
 
 from __future__ import annotations
@@ -160,7 +160,7 @@ def assemble_per_device(fn: Callable, keys: np.ndarray, sharding: NamedSharding)
     keys: [seeds, 2] (the same on every process); each leaf of ``fn``'s output has a leading
     seed axis. Each process computes only its own seeds: nothing is computed twice and no
     device holds another's state. ``fn`` runs unpartitioned on one device at a time (a
-    partitioned GRU initialisation hangs XLA's CPU runtime, see ``run.compile_trainer``)."""
+    partitioned GRU initialisation hangs XLA's CPU runtime, see ``compiled.compile_trainer``)."""
     chex.assert_rank(keys, 2)
     parts = [
         fn(jax.device_put(keys[index[0]], device))

@@ -35,8 +35,8 @@ import numpy as np
 
 import envs
 from envs.rollout import make_random_rollout, random_available_actions
+from igmda_jax.compiled import compile_trainer, seed_keys
 from igmda_jax.core.presets import make_config
-from igmda_jax.run import compile_trainer, seed_keys
 
 
 def time_rollout(rollout, key: jax.Array, repeats: int = 3) -> float:
@@ -145,8 +145,8 @@ def train_case(map_name: str, alg: str, seeds: int, chunks: int) -> dict[str, An
 
 def host_case(map_name: str, workers: int, chunks: int) -> dict[str, Any]:
     """The host loop's throughput with ``workers`` SMAX worker processes (module docstring)."""
+    from igmda_jax.compiled import SEED_AXIS, worker_env_options
     from igmda_jax.host.loop import HostCompiled
-    from igmda_jax.run import SEED_AXIS, worker_env_options
 
     config = make_config(
         alg="qmix", map=map_name, sight_range=0.0, backend="smax-workers", workers_per_seed=workers

@@ -9,15 +9,15 @@ from typing import Any
 import jax
 import numpy as np
 
-from igmda_jax.core.presets import load_config
-from igmda_jax.persist.checkpoint import CheckpointStore
-from igmda_jax.run import (
+from igmda_jax.compiled import (
     SEED_AXIS,
     compile_backend,
     evaluation_keys,
     seed_keys,
     worker_env_options,
 )
+from igmda_jax.core.presets import load_config
+from igmda_jax.persist.checkpoint import CheckpointStore
 
 
 def evaluate_run(

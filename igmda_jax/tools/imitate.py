@@ -42,12 +42,13 @@ import jax.numpy as jnp
 import numpy as np
 
 import envs
+from igmda_jax.compiled import Compiled, compile_trainer, env_options, seed_keys
 from igmda_jax.core.config import RESUMABLE_FIELDS, Config, ConfigError
 from igmda_jax.core.presets import config_from_dict, load_config, with_defaults
 from igmda_jax.fused.learner import make_optimizer
 from igmda_jax.fused.train import TrainState
 from igmda_jax.persist.checkpoint import CheckpointStore, check_compatible
-from igmda_jax.run import Compiled, compile_trainer, env_options, run, seed_keys
+from igmda_jax.run import run
 from igmda_jax.tools.imitation_report import (
     collect_values,
     plot_curves,
@@ -100,7 +101,7 @@ class Expert:
     @property
     def view_sight_range(self) -> float | None:
         """The sight range of that view (None: each unit type's SMAX sight)."""
-        if self.config.uses_expert:  # run.make_env shows -da/-bc experts the default sight
+        if self.config.uses_expert:  # compiled.make_env shows -da/-bc experts the default sight
             return getattr(self.config, "expert_sight_range", None)
         return self.config.sight_range
 

@@ -16,12 +16,12 @@ import jax.numpy as jnp
 import numpy as np
 
 import envs
+from igmda_jax.compiled import Compiled
 from igmda_jax.core.acting import build_inputs, q_step
 from igmda_jax.core.config import Config
 from igmda_jax.core.losses import masked_greedy_actions
 from igmda_jax.core.networks import initial_hidden
 from igmda_jax.fused.train import Trainer, TrainState
-from igmda_jax.run import Compiled
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 

@@ -24,6 +24,7 @@ from jax.sharding import SingleDeviceSharding
 
 from envs.smax import N_MOVE_ACTIONS, SmaxEnv
 from envs.smax_maps import MAPS as SMAX_MAPS
+from igmda_jax.compiled import evaluation_keys, make_env, seed_keys
 from igmda_jax.core.acting import Networks, build_inputs
 from igmda_jax.core.config import Config
 from igmda_jax.core.losses import masked_greedy_actions
@@ -32,7 +33,6 @@ from igmda_jax.core.presets import load_config
 from igmda_jax.fused.rollout import EpisodeBatch, collect
 from igmda_jax.fused.train import make_train
 from igmda_jax.persist.checkpoint import CheckpointStore
-from igmda_jax.run import evaluation_keys, make_env, seed_keys
 
 ACTORS = ("deployed", "learner", "expert")
 
