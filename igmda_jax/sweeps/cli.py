@@ -108,20 +108,20 @@ def run_sweeps(
     some failed."""
     launcher = LocalLauncher() if launcher is None else launcher
     several = len(groups) > 1
-    entries = []  # (key, sweep, cell, task) in queue order
+    entries = []  # ((sweep name, cell name), cell, task) in queue order
     for sweep, cells in groups:
         write_if_changed(results_dir / sweep.name / "sweep.yaml", sweep.source)
         for cell in cells:
             task = make_task(sweep, cell, runs_dir, results_dir)
-            entries.append(((sweep.name, cell.name), sweep, cell, task))
-    folders = [(cell, Path(task.run_dir), Path(task.results_dir)) for _, _, cell, task in entries]
+            entries.append(((sweep.name, cell.name), cell, task))
+    folders = [(cell, Path(task.run_dir), Path(task.results_dir)) for _, cell, task in entries]
     for _, run_dir, result_dir in folders:
         copy_small_outputs(run_dir, result_dir)
     states = {
         key: cell_state(cell, r, d)
         for (key, *_), (cell, r, d) in zip(entries, folders, strict=True)
     }
-    todo = [task for key, _, _, task in entries if states[key].step != "done"]
+    todo = [task for key, _, task in entries if states[key].step != "done"]
     describe = getattr(launcher, "describe", None)  # the SLURM and Ray launchers say how
     at_a_time = describe(jobs) if describe is not None else f"{jobs} at a time"
     for sweep, cells in groups:
@@ -140,7 +140,7 @@ def run_sweeps(
             write(f"skip {_shown(key, several)}: done, win rate {final['win_rate_mean']:.3f}")
     progress = ProgressThread(folders, progress_every, write)
     progress.runs_done = len(entries) - len(todo)
-    by_key = {key: cell for key, _, cell, _ in entries}
+    by_key = {key: cell for key, cell, _ in entries}
     failures = []
     progress.start()
     try:
