@@ -21,7 +21,7 @@ import pytest
 import yaml
 from test_sweep import SMALL, lock_pid, metric_rows, wait_for
 
-from igmda_jax.sweeps.cli import main, make_task, run_sweep
+from igmda_jax.sweeps.cli import main, make_task, run_sweeps
 from igmda_jax.sweeps.launchers import SMALL_OUTPUTS, LaunchError, checkpoint_steps, read_metrics
 from igmda_jax.sweeps.launchers_ray import (
     RayLauncher,
@@ -456,7 +456,9 @@ def test_a_local_sweep_is_finished_on_ray_whose_worker_dies(
     codes: list[int] = []
     thread = threading.Thread(
         target=lambda: codes.append(
-            run_sweep(sweep, sweep.cells, *folders, jobs=0, launcher=launcher, write=lines.append)
+            run_sweeps(
+                [(sweep, sweep.cells)], *folders, jobs=0, launcher=launcher, write=lines.append
+            )
         )
     )
     thread.start()

@@ -78,22 +78,6 @@ def make_task(sweep: Sweep, cell: Cell, runs_dir: Path, results_dir: Path) -> Ru
     )
 
 
-def run_sweep(
-    sweep: Sweep,
-    cells: Sequence[Cell],
-    runs_dir: Path,
-    results_dir: Path,
-    jobs: int = 1,
-    launcher: Launcher | None = None,
-    progress_every: float = 60.0,
-    write: Callable[[str], None] = lambda line: print(line, flush=True),
-) -> int:
-    """Bring ``cells`` of ``sweep`` to done; 0 when all are, 1 when some failed."""
-    return run_sweeps(
-        [(sweep, cells)], runs_dir, results_dir, jobs, launcher, progress_every, write
-    )
-
-
 def run_sweeps(
     groups: Sequence[tuple[Sweep, Sequence[Cell]]],
     runs_dir: Path,
