@@ -4,10 +4,11 @@ command:
     python experiments/report_all.py           # rewrite results/<sweep>/ and the generated blocks
     python experiments/report_all.py --check   # the same in a scratch copy; exit 1 if a byte differs
 
-For each sweep file ``experiments/<sweep>.yaml`` whose header names an ``igmda report`` command
-(a comment line ``#   igmda report ...``, continued by trailing backslashes), that command is
-run in bash (its ``{a,b}`` braces expand there) with ``igmda`` meaning this Python's
-``igmda_jax.cli``; a sweep with no results yet is listed and left out. Then the generated
+For each sweep file ``experiments/<sweep>.yaml``, the report commands its header names (comment
+lines ``#   igmda report ...`` or ``#   igmda imitate --report ...``, continued by trailing
+backslashes) are run in bash (their ``{a,b}`` braces expand there) with ``igmda`` meaning this
+Python's ``igmda_jax.cli``; a command whose input folders do not exist yet (a sweep still
+running) is listed and left out. Then the generated
 blocks (between ``<!-- report_all:NAME:begin -->`` and ``<!-- report_all:NAME:end -->``) of
 results/RESULTS.md and README.md are rewritten:
 
@@ -17,8 +18,8 @@ results/RESULTS.md and README.md are rewritten:
     readme    (README.md) Table 1 as "ours / the paper's" per cell, ours the mean over seeds of
               results/table1/<alg>_<map>_sight0/final_eval.json, *running* without one
 
-Reads result folders only (no JAX, no training, no checkpoints); the report's bootstrap makes a
-full run take a few minutes.
+Reads result folders only (no training, no checkpoints); the report's bootstrap makes a full
+run take a few minutes.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ from igmda_jax.reports.runs import FINAL, find_run_folders, load_run
 from igmda_jax.sweeps.spec import parse_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
-REPORT_LINE = re.compile(r"^#\s+(igmda report .*)$")
+REPORT_LINE = re.compile(r"^#\s+(igmda (?:report|imitate --report) .*)$")
 TABLE1_ALGS = ("qmix", "qmix-da", "qplex", "qplex-da", "dmix", "dmix-da")
 # sections of results/table1/RESULTS.md copied into results/RESULTS.md, from the first up to
 # (not including) the second
@@ -51,20 +52,38 @@ TABLE1_SECTIONS = ("## Table 1: final win rate (%)", "## Learning curves")
 
 
 # ---------------------------------------------------------------------------------- sweeps
-def report_command(sweep_file: Path) -> str | None:
-    """The ``igmda report`` command in the header comment of a sweep file, or None."""
+def report_commands(sweep_file: Path) -> list[str]:
+    """The report commands in the header comment of a sweep file (``igmda report ...`` and
+    ``igmda imitate --report ...`` lines, a trailing backslash continuing one), in order."""
     lines = sweep_file.read_text().splitlines()
+    commands = []
     for index, line in enumerate(lines):
         if not line.startswith("#"):
-            return None  # the header ended
+            break  # the header ended
         match = REPORT_LINE.match(line)
         if match:
             command = match.group(1)
             while command.endswith("\\"):
                 index += 1
                 command = command[:-1].rstrip() + " " + lines[index].lstrip("#").strip()
-            return command
-    return None
+            commands.append(command)
+    return commands
+
+
+def command_inputs(command: str, cwd: Path) -> list[str]:
+    """The folders a report command reads: its arguments after bash's expansion, less the
+    subcommand, the options and ``--out``'s value."""
+    script = f"igmda() {{ printf '%s\\0' \"$@\"; }}\n{command}\n"
+    words = subprocess.run(
+        ["bash", "-c", script], cwd=cwd, capture_output=True, text=True, check=True
+    ).stdout.split("\0")[1:-1]
+    inputs, skip = [], False
+    for word in words:
+        if skip or word.startswith("-"):
+            skip = word in ("--out", "--relabel", "--reps", "--poi-reps", "--title")
+            continue
+        inputs.append(word)
+    return inputs
 
 
 def sweep_files(root: Path) -> list[Path]:
@@ -176,23 +195,26 @@ def write_blocks(root: Path) -> list[Path]:
 
 # ---------------------------------------------------------------------------------- main
 def regenerate(root: Path, write=print) -> bool:
-    """Every sweep's report, then the blocks, in ``root``; False if a report failed."""
+    """Every sweep's report commands, then the blocks, in ``root``; False if a report failed.
+    A command whose input folders are not there yet (a sweep still running) is left out."""
     ok = True
     for sweep_file in sweep_files(root):
-        command = report_command(sweep_file)
+        commands = report_commands(sweep_file)
         name = sweep_file.stem
-        if command is None:
+        if not commands:
             write(f"{name}: no igmda report command in its header")
             continue
-        if not sweep_results(root, name).is_dir():
-            write(f"{name}: no results yet (results/{name}/ is missing), left out")
-            continue
-        result = run_report(command, root)
-        if result.returncode != 0:
-            write(f"{name}: FAILED: {command}\n{result.stderr.strip()}")
-            ok = False
-        else:
-            write(f"{name}: {result.stdout.strip()}")
+        for command in commands:
+            missing = [path for path in command_inputs(command, root) if not (root / path).exists()]
+            if missing:
+                write(f"{name}: left out until {', '.join(missing)} exist: {command}")
+                continue
+            result = run_report(command, root)
+            if result.returncode != 0:
+                write(f"{name}: FAILED: {command}\n{result.stderr.strip()}")
+                ok = False
+            else:
+                write(f"{name}: {result.stdout.strip()}")
     for path in write_blocks(root):
         write(f"rewrote the generated blocks of {path.relative_to(root)}")
     return ok

@@ -77,11 +77,14 @@ def random_command(
 
 IMITATE_HELP = """usage: igmda imitate --expert RUN_DIR --sight-range S [S ...] --t-max N [--out DIR]
                         [--value-episodes N] [--no-progress] [Config overrides]
+       igmda imitate --report OUT [OUT ...]
 
 Freeze the agent and mixer of a trained run (RUN_DIR, made by `igmda train`) and train fresh
 learners at each sight range S ('none' = each unit type's SMAX sight) by imitation only
 (<mixer>-da, TD weight 0). Writes OUT/sight_<S>/ run folders, OUT/summary.json|csv,
-OUT/values.json|png (per-action value distributions, the paper's Fig. 3b) and OUT/curves.png.
+OUT/values.json|png (per-action value distributions, the paper's Fig. 3b), OUT/curves.png and
+OUT/RESULTS.md. `--report OUT ...` only redraws summary.csv, RESULTS.md and both figures of each
+OUT from its JSON files and OUT/sight_<S>/metrics.jsonl: no training, no checkpoint needed.
 
   --expert RUN_DIR       the expert run folder (config.json + checkpoints/)
   --sight-range S ...    learner sight ranges, e.g. 0 3 none
@@ -106,6 +109,9 @@ def imitate_command(argv: list[str]) -> None:
     if not argv:
         print(IMITATE_HELP, file=sys.stderr)
         raise SystemExit(2)
+    if argv[0] == "--report":
+        imitation_report_command(argv[1:])
+        return
     from igmda_jax.core.config import Config, ConfigError
     from igmda_jax.core.presets import load_config
 
@@ -165,6 +171,23 @@ def imitate_command(argv: list[str]) -> None:
         raise UsageError(f"igmda imitate: {error}") from None
     print(format_table(summary))
     print(f"summary: {Path(out_dir) / 'summary.json'} (csv beside it), values.png, curves.png")
+
+
+def imitation_report_command(folders: list[str]) -> None:
+    """igmda imitate --report OUT [OUT ...]: redraw imitation output folders from their files."""
+    from igmda_jax.tools.imitation_report import ImitationReportError, report_folder, sight_label
+
+    if not folders or any(folder.startswith("-") for folder in folders):
+        raise UsageError(
+            "igmda imitate --report takes imitation output folders only: OUT [OUT ...]"
+        )
+    for folder in folders:
+        try:
+            summary = report_folder(folder)
+        except ImitationReportError as error:
+            raise UsageError(f"igmda imitate --report: {error}") from None
+        sights = ", ".join(sight_label(s["sight_range"]) for s in summary["sight_ranges"])
+        print(f"{folder}: summary.csv, RESULTS.md, values.png, curves.png (sights {sights})")
 
 
 def sweep_command(argv: list[str]) -> None:

@@ -25,6 +25,7 @@ from igmda_jax.fused.train import make_train
 from igmda_jax.run import run
 from igmda_jax.tools import imitate as im
 from igmda_jax.tools import imitation_report as report
+from igmda_jax.tools import imitation_values
 
 TINY = dict(
     n_envs=4,
@@ -111,7 +112,7 @@ def test_value_distributions_state_types_average_expert_one_hots() -> None:
     expert_q = np.array([[1, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], float)
     learner_q = np.tile([0.5, 0.25, 0.25], (4, 1))
     avail = np.ones((4, 3), bool)
-    values = report.value_distributions(expert_q, learner_q, avail, ["a", "b", "c"])
+    values = imitation_values.value_distributions(expert_q, learner_q, avail, ["a", "b", "c"])
     kind = values["state_types"][0]
     assert kind["count"] == 4 and kind["fraction"] == 1.0
     np.testing.assert_allclose(kind["expert_greedy_freq"], [0.5, 0.25, 0.25])
@@ -144,7 +145,14 @@ def test_imitation_keeps_expert_frozen_and_trains_learners(expert_dir, imitation
 
 def test_imitation_outputs(imitation) -> None:
     out, summary = imitation
-    for name in ("summary.json", "summary.csv", "values.json", "values.png", "curves.png"):
+    for name in (
+        "summary.json",
+        "summary.csv",
+        "values.json",
+        "values.png",
+        "curves.png",
+        "RESULTS.md",
+    ):
         assert (out / name).exists(), name
     assert (out / "values.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(summary))
@@ -166,6 +174,50 @@ def test_imitation_outputs(imitation) -> None:
     values = json.loads((out / "values.json").read_text())
     assert len(values) == 2 and values[0]["decisions"] > 0
     assert len(values[0]["per_action"]) == 3 and values[0]["state_types"]
+
+
+REDRAWN = ("summary.csv", "RESULTS.md", "values.png", "curves.png")
+
+
+def test_report_redraws_every_table_and_figure_from_the_json_files(imitation, tmp_path, capsys):
+    """`igmda imitate --report` on a copy holding only the JSON files and the metrics (no
+    checkpoint, as results/fig3_lossy/ holds) writes the same bytes as the imitation did."""
+    out, summary = imitation
+    copy = tmp_path / "copy"
+    for path in out.rglob("*"):
+        if (
+            path.is_file()
+            and path.suffix in (".json", ".jsonl")
+            and "checkpoints" not in path.parts
+        ):
+            target = copy / path.relative_to(out)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, target)
+    assert not any((copy / name).exists() for name in REDRAWN)
+    main(["imitate", "--report", str(copy)])
+    assert "sights 0, none" in capsys.readouterr().out
+    for name in REDRAWN:
+        assert (copy / name).read_bytes() == (out / name).read_bytes(), name
+    # RESULTS.md's learner column against the last evaluation rows of metrics.jsonl
+    text = (copy / "RESULTS.md").read_text()
+    for sight in SIGHTS:
+        rows = [
+            json.loads(line)
+            for line in (out / f"sight_{report.sight_label(sight)}" / "metrics.jsonl").open()
+        ]
+        last = rows[-2:]  # 2 seeds
+        mean = 100 * np.mean([row["win_rate"] for row in last])
+        seeds = " ".join(f"{100 * row['win_rate']:.1f}" for row in last)
+        assert f"| {report.sight_label(sight)} | {mean:.1f} ({seeds}) |" in text
+
+
+def test_report_refuses_a_folder_that_is_no_imitation_output(tmp_path, capsys) -> None:
+    for args in ([str(tmp_path)], [str(tmp_path / "missing")], []):
+        with pytest.raises(SystemExit) as stopped:
+            main(["imitate", "--report", *args])
+        assert stopped.value.code == 2
+        error = capsys.readouterr().err.strip()
+        assert error.startswith("igmda imitate --report") and "\n" not in error
 
 
 def test_cli_rerun_reuses_finished_sights(expert_dir, imitation, capsys) -> None:

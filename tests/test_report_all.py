@@ -35,9 +35,13 @@ report_all = _load_report_all()
 
 
 def test_every_sweep_names_its_report_command():
-    commands = {path.stem: report_all.report_command(path) for path in report_all.sweep_files(ROOT)}
-    assert list(commands)[0] == "table1"  # the others read its cells
-    assert all(command is not None for command in commands.values()), commands
+    every = {path.stem: report_all.report_commands(path) for path in report_all.sweep_files(ROOT)}
+    assert list(every)[0] == "table1"  # the others read its cells
+    assert every["fig3_lossy"][1:] == [
+        f"igmda imitate --report results/fig3_lossy/imitate_{map_name}"
+        for map_name in ("5m_vs_6m", "3s5z")
+    ]
+    commands = {name: found[0] for name, found in every.items()}
     assert all(command.startswith("igmda report ") for command in commands.values())
     # a continued line is joined and quotes survive for bash
     assert commands["fig5_sight"] == (
@@ -62,6 +66,20 @@ def test_generated_blocks_are_the_committed_results():
         assert report_all.replace_block(results, name, block) == results, name
 
 
+def test_command_inputs_are_the_expanded_folders_a_command_reads(tmp_path: Path):
+    command = (
+        "igmda report results/table1/qmix{,-da}_5m_vs_6m_sight0 results/fig5_sight --out "
+        "results/fig5_sight --relabel 'qmix=qmix sight 0' --reps 10 --title 'a b'"
+    )
+    assert report_all.command_inputs(command, tmp_path) == [
+        "results/table1/qmix_5m_vs_6m_sight0",
+        "results/table1/qmix-da_5m_vs_6m_sight0",
+        "results/fig5_sight",
+    ]
+    command = "igmda imitate --report results/fig3_lossy/imitate_3s5z"
+    assert report_all.command_inputs(command, tmp_path) == ["results/fig3_lossy/imitate_3s5z"]
+
+
 def test_replace_block_refuses_missing_or_repeated_markers():
     begin, end = report_all.markers("x")
     assert report_all.replace_block(f"a\n{begin}\nold\n{end}\nb", "x", "new") == (
@@ -79,7 +97,7 @@ def _synthetic_repo(root: Path) -> None:
     (root / "experiments").mkdir(parents=True)
     (root / "experiments" / "table1.yaml").write_text(
         "# a small table1\n#   igmda report results/table1 --out results/table1 --reps 200 \\\n"
-        "#     --poi-reps 50\nname: table1\npreset: smax\nseeds: 2\nt_max: 20\n"
+        "#     --poi-reps 50\n#   igmda imitate --report results/table1/imitate_none\nname: table1\npreset: smax\nseeds: 2\nt_max: 20\n"
         "algorithms: [qmix, qmix-da]\nsight_ranges: [0]\nmaps: [3s5z]\n"
     )
     runs = [("qmix", [0.25, 0.5]), ("qmix-da", [0.75, 0.5]), ("imitate/sight_0", [0.5, 0.5])]
@@ -113,6 +131,9 @@ def test_regenerate_then_check_is_byte_identical(tmp_path: Path):
     lines: list[str] = []
     assert report_all.regenerate(tmp_path, lines.append), lines
     assert (tmp_path / "results" / "table1" / "curves.png").is_file()
+    assert "table1: left out until results/table1/imitate_none exist: igmda imitate --report " in (
+        "\n".join(lines)
+    )
     readme = (tmp_path / "README.md").read_text()
     assert "| qmix | 50.0 / 90.2 | *running* / 36.4 |" in readme  # final_eval's mean, as given
     results = (tmp_path / "results" / "RESULTS.md").read_text()
@@ -168,7 +189,7 @@ def test_every_sweeps_report_reads_its_cells_and_table1s_apart(tmp_path: Path, m
     _made_up_results(tmp_path)
     monkeypatch.chdir(tmp_path)
     for sweep_file in report_all.sweep_files(tmp_path):
-        command = report_all.report_command(sweep_file)
+        command = report_all.report_commands(sweep_file)[0]
         expanded = subprocess.run(
             ["bash", "-c", f"printf '%s\\n' {command.removeprefix('igmda report ')}"],
             capture_output=True, text=True, check=True,

@@ -22,6 +22,10 @@ Output folder::
     OUT/values.json      per-action value distributions of expert and learner (all sights)
     OUT/values.png       ... as in the paper's Fig. 3b
     OUT/curves.png       learner win rate over env steps per sight range, expert as reference
+    OUT/RESULTS.md       the summary as a table, with both figures
+
+``igmda imitate --report OUT`` redraws summary.csv, RESULTS.md and the figures from OUT's JSON
+files and the sight folders' metrics.jsonl (no checkpoint; :mod:`.imitation_report`).
 
 Learner seeds pair with expert seeds: learner seed k imitates the expert of seed k. ``seeds``
 and ``seed`` overrides select a contiguous subset of the expert run's seeds.
@@ -50,13 +54,13 @@ from igmda_jax.fused.train import TrainState
 from igmda_jax.persist.checkpoint import CheckpointStore, check_compatible
 from igmda_jax.run import run
 from igmda_jax.tools.imitation_report import (
-    collect_values,
-    plot_curves,
-    plot_values,
+    read_metrics,
+    sight_folder,
     sight_label,
     sight_summary,
-    write_summary_csv,
+    write_report,
 )
+from igmda_jax.tools.imitation_values import collect_values
 
 
 class ImitationError(ValueError):
@@ -387,7 +391,7 @@ def imitate(
     for sight_range in sight_ranges:
         config = imitation_config(light, sight_range, t_max=t_max, overrides=overrides or {})
         imitation_env(config, light)  # refuses a map that cannot show the expert's view
-        folder = out / f"sight_{sight_label(sight_range)}"
+        folder = sight_folder(out, sight_range)
         info = _imitation_info(light, config)
         plan.append((config, folder, info, _status(folder, config, info)))
     expert = load_expert(expert_dir) if any(status != "done" for *_, status in plan) else light
@@ -409,7 +413,7 @@ def imitate(
             )
         _, state, _ = restore_imitation(folder)
         compiled = compile_trainer(config, env)
-        rows = [json.loads(line) for line in (folder / "metrics.jsonl").open() if line.strip()]
+        rows = read_metrics(folder)
         sights.append(sight_summary(config, rows, folder))
         sight_values = collect_values(compiled, state, config, value_episodes)
         (folder / "values.json").write_text(json.dumps(sight_values, indent=1))
@@ -432,8 +436,6 @@ def imitate(
         "sight_ranges": sights,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    write_summary_csv(out / "summary.csv", sights)
     (out / "values.json").write_text(json.dumps(values, indent=1))
-    plot_values(values, out / "values.png")
-    plot_curves(sights, out / "curves.png")
+    write_report(out, summary, values)
     return summary

@@ -1,29 +1,25 @@
-"""What ``igmda imitate`` reports: per-action value distributions of expert and learner (the
-paper's Fig. 3b), per-sight summaries (summary.json/.csv), and the figures values.png and
-curves.png (Fig. 3a). Pure reporting: nothing here trains.
+"""What ``igmda imitate`` reports, from its output folder alone: per-sight summaries
+(summary.json/.csv), RESULTS.md, and the figures values.png (the paper's Fig. 3b) and curves.png
+(Fig. 3a). Pure reporting: nothing here trains or reads a checkpoint, so ``igmda imitate --report
+OUT`` redraws every table and figure of OUT from its JSON files (the value distributions are
+computed by :mod:`igmda_jax.tools.imitation_values`).
 """
 
 from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-import envs
-from igmda_jax.compiled import Compiled
-from igmda_jax.core.acting import build_inputs, q_step
 from igmda_jax.core.config import Config
-from igmda_jax.core.losses import masked_greedy_actions
-from igmda_jax.core.networks import initial_hidden
-from igmda_jax.fused.train import Trainer, TrainState
 
-QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+class ImitationReportError(ValueError):
+    """An imitation output folder cannot be reported (the message says why)."""
 
 
 def sight_label(sight_range: float | None) -> str:
@@ -31,205 +27,17 @@ def sight_label(sight_range: float | None) -> str:
     return "none" if sight_range is None else f"{sight_range:g}"
 
 
-# ---------------------------------------------------------------------------------- values
-def _value_rollout(trainer: Trainer, n_episodes: int):
-    """A function (params, key) -> per-step expert and learner action values of greedy
-    episodes in which the learner acts: expert_q, learner_q [T, E, n, A], avail [T, E, n, A],
-    valid [T, E] (the episode was still running)."""
-    env, nets, config = trainer.env, trainer.nets, trainer.config
-    n = env.info.n_agents
-
-    def rollout(params, key):
-        reset_key, scan_key = jax.random.split(key)
-        timestep, env_state = jax.vmap(env.reset)(jax.random.split(reset_key, n_episodes))
-        hidden = {
-            "agent": initial_hidden((n_episodes,), n, config.hidden_dim),
-            "learner": initial_hidden((n_episodes,), n, config.hidden_dim),
-        }
-        last = jnp.full((n_episodes, n), -1, jnp.int32)
-
-        def step(carry, step_key):
-            timestep, env_state, hidden, last = carry
-            agent_key, learner_key, env_key = jax.random.split(step_key, 3)
-            expert_in = build_inputs(
-                config, timestep.expert_obs, last, timestep.avail, network="agent"
-            )
-            learner_in = build_inputs(config, timestep.obs, last, timestep.avail, network="learner")
-            h_agent, expert_q = q_step(
-                nets.agent,
-                params["agent"],
-                hidden["agent"],
-                expert_in,
-                agent_key,
-                config.n_act_quantiles,
-            )
-            h_learner, learner_q = q_step(
-                nets.learner,
-                params["learner"],
-                hidden["learner"],
-                learner_in,
-                learner_key,
-                config.n_act_quantiles,
-            )
-            actions = masked_greedy_actions(learner_q, timestep.avail)
-            next_timestep, env_state = jax.vmap(env.step)(
-                jax.random.split(env_key, n_episodes), env_state, actions
-            )
-            out = {
-                "expert_q": expert_q,
-                "learner_q": learner_q,
-                "avail": timestep.avail,
-                "valid": ~timestep.done,
-            }
-            return (
-                next_timestep,
-                env_state,
-                {"agent": h_agent, "learner": h_learner},
-                actions,
-            ), out
-
-        keys = jax.random.split(scan_key, env.info.episode_limit)
-        _, out = jax.lax.scan(step, (timestep, env_state, hidden, last), keys)
-        return out
-
-    return rollout
+def sight_folder(out_dir: Path, sight_range: float | None) -> Path:
+    """The run folder of one sight range's learners in an imitation output folder."""
+    return Path(out_dir) / f"sight_{sight_label(sight_range)}"
 
 
-def _distribution(values: np.ndarray) -> dict[str, Any]:
-    if values.size == 0:
-        return {"n": 0}
-    quantiles = np.quantile(values, QUANTILES)
-    return {
-        "n": int(values.size),
-        "mean": float(values.mean()),
-        "std": float(values.std()),
-        "quantiles": {
-            f"p{round(q * 100)}": float(v) for q, v in zip(QUANTILES, quantiles, strict=True)
-        },
-    }
-
-
-def action_names(env: envs.Environment) -> list[str]:
-    """Human names of action indices (SMAX layout: 4 moves, stop, attack enemy j)."""
-    n_actions = env.info.n_actions
-    if hasattr(env, "spec"):  # a SMAX map
-        moves = [f"move{i}" for i in range(4)]
-        return [*moves, "stop", *[f"attack{j}" for j in range(n_actions - 5)]][:n_actions]
-    return [f"a{i}" for i in range(n_actions)]
-
-
-def value_distributions(
-    expert_q: np.ndarray,
-    learner_q: np.ndarray,
-    avail: np.ndarray,
-    names: Sequence[str] | None = None,
-    top_types: int = 4,
-    bins: int = 30,
-) -> dict[str, Any]:
-    """Per-action distributions of expert and learner action values over decisions.
-
-    expert_q, learner_q: [M, A] float; avail: [M, A] bool, one row per decision (an alive
-    agent-step with at least two available actions). Per action (over the rows where it is
-    available): quantiles, mean, std, histograms on shared bins, and how often each network's
-    greedy choice is that action. **State types** group decisions by their set of available
-    actions (what a sight-0 agent can tell apart besides its own unit); for the most common
-    ones, the expert's greedy-action frequency (Prop. 5: the MSE learner's optimal output for
-    an observation is that average one-hot) next to the learner's mean outputs.
-    """
-    expert_q = np.asarray(expert_q, np.float64)
-    learner_q = np.asarray(learner_q, np.float64)
-    avail = np.asarray(avail, bool)
-    m, n_actions = avail.shape
-    names = list(names) if names is not None else [f"a{i}" for i in range(n_actions)]
-    masked = lambda q: np.where(avail, q, -np.inf)  # noqa: E731
-    expert_greedy = masked(expert_q).argmax(-1) if m else np.zeros(0, int)
-    learner_greedy = masked(learner_q).argmax(-1) if m else np.zeros(0, int)
-    result: dict[str, Any] = {
-        "decisions": int(m),
-        "n_actions": int(n_actions),
-        "action_names": names,
-        "agreement": float(np.mean(expert_greedy == learner_greedy)) if m else None,
-        "per_action": [],
-        "histograms": {},
-        "state_types": [],
-    }
-    for a in range(n_actions):
-        rows = avail[:, a]
-        result["per_action"].append(
-            {
-                "action": a,
-                "name": names[a],
-                "available": int(rows.sum()),
-                "expert_q": _distribution(expert_q[rows, a]),
-                "learner_q": _distribution(learner_q[rows, a]),
-                "expert_greedy_freq": float(np.mean(expert_greedy == a)) if m else 0.0,
-                "learner_greedy_freq": float(np.mean(learner_greedy == a)) if m else 0.0,
-            }
-        )
-    for label, q in (("expert", expert_q), ("learner", learner_q)):
-        values = q[avail]
-        lo, hi = (float(values.min()), float(values.max())) if values.size else (0.0, 1.0)
-        edges = np.linspace(lo, hi if hi > lo else lo + 1.0, bins + 1)
-        counts = [np.histogram(q[avail[:, a], a], edges)[0].tolist() for a in range(n_actions)]
-        result["histograms"][label] = {"edges": edges.tolist(), "counts": counts}
-    if m:
-        patterns, inverse, counts = np.unique(
-            avail, axis=0, return_inverse=True, return_counts=True
-        )
-        inverse = inverse.reshape(-1)
-        for index in np.argsort(-counts, kind="stable")[:top_types]:
-            rows = inverse == index
-            pattern = patterns[index]
-            result["state_types"].append(
-                {
-                    "available": [names[a] for a in np.flatnonzero(pattern)],
-                    "avail_mask": pattern.astype(int).tolist(),
-                    "count": int(counts[index]),
-                    "fraction": float(counts[index] / m),
-                    "expert_greedy_freq": np.bincount(
-                        expert_greedy[rows], minlength=n_actions
-                    ).tolist(),
-                    "learner_greedy_freq": np.bincount(
-                        learner_greedy[rows], minlength=n_actions
-                    ).tolist(),
-                    "expert_q_mean": [
-                        float(v) if pattern[a] else None
-                        for a, v in enumerate(expert_q[rows].mean(0))
-                    ],
-                    "learner_q_mean": [
-                        float(v) if pattern[a] else None
-                        for a, v in enumerate(learner_q[rows].mean(0))
-                    ],
-                    "agreement": float(np.mean(expert_greedy[rows] == learner_greedy[rows])),
-                }
-            )
-        for entry in result["state_types"]:  # counts -> frequencies
-            total = max(entry["count"], 1)
-            for key in ("expert_greedy_freq", "learner_greedy_freq"):
-                entry[key] = [c / total for c in entry[key]]
-    return result
-
-
-def collect_values(
-    compiled: Compiled, state: TrainState, config: Config, n_episodes: int
-) -> dict[str, Any]:
-    """Play ``n_episodes`` greedy episodes per seed with the learner acting; return the value
-    distributions of all seeds' decisions pooled (see :func:`value_distributions`)."""
-    rollout = jax.jit(jax.vmap(_value_rollout(compiled.trainer, n_episodes)))
-    keys = jnp.stack(
-        [jax.random.PRNGKey(20_000_003 + config.seed + i) for i in range(config.seeds)]
-    )
-    out = jax.device_get(rollout(state.params, keys))
-    avail = np.asarray(out["avail"], bool)  # [S, T, E, n, A]
-    valid = np.broadcast_to(np.asarray(out["valid"], bool)[..., None], avail.shape[:-1])
-    decision = valid & (avail.sum(-1) >= 2)
-    values = value_distributions(
-        np.asarray(out["expert_q"])[decision],
-        np.asarray(out["learner_q"])[decision],
-        avail[decision],
-        action_names(compiled.trainer.env),
-    )
-    return {"sight_range": config.sight_range, "episodes_per_seed": n_episodes, **values}
+def read_metrics(folder: Path) -> list[dict[str, Any]]:
+    """The rows of a run folder's metrics.jsonl."""
+    path = folder / "metrics.jsonl"
+    if not path.is_file():
+        raise ImitationReportError(f"{path} is missing")
+    return [json.loads(line) for line in path.open() if line.strip()]
 
 
 # ---------------------------------------------------------------------------------- outputs
@@ -350,14 +158,15 @@ def plot_values(values: list[dict[str, Any]], path: Path) -> None:
     figure.savefig(path, dpi=110)
 
 
-def plot_curves(sights: list[dict[str, Any]], path: Path) -> None:
-    """Fig. 3a-like: learner greedy win rate (seed mean) over env steps per sight range, and
-    the frozen expert's greedy win rate as the reference."""
+def plot_curves(sights: list[dict[str, Any]], out_dir: Path) -> None:
+    """Fig. 3a-like, to ``out_dir``/curves.png: learner greedy win rate (seed mean) over env
+    steps per sight range, from ``out_dir``/sight_<s>/metrics.jsonl, and the frozen expert's
+    greedy win rate as the reference."""
     figure, axes = _figure(1, 1, 6.0, 4.0)
     ax = axes[0][0]
     expert_rate = None
     for sight in sights:
-        rows = [json.loads(line) for line in (Path(sight["run_dir"]) / "metrics.jsonl").open()]
+        rows = read_metrics(sight_folder(out_dir, sight["sight_range"]))
         evals = sorted({row["eval"] for row in rows})
         t = [np.mean([r["t_env"] for r in rows if r["eval"] == e]) for e in evals]
         win = [np.mean([r["win_rate"] for r in rows if r["eval"] == e]) for e in evals]
@@ -369,7 +178,7 @@ def plot_curves(sights: list[dict[str, Any]], path: Path) -> None:
     ax.set_ylabel("greedy win rate")
     ax.set_ylim(-0.02, 1.02)
     ax.legend()
-    figure.savefig(path, dpi=110)
+    figure.savefig(out_dir / "curves.png", dpi=110)
 
 
 def format_table(summary: Mapping[str, Any]) -> str:
@@ -394,3 +203,96 @@ def format_table(summary: Mapping[str, Any]) -> str:
             f"{fmt(s['imitation_accuracy']):>9} {fmt(s['agreement']):>9}  {s['run_dir']}"
         )
     return "\n".join(lines)
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def _per_seed(sight: Mapping[str, Any], key: str) -> str:
+    """Mean over seeds (each seed), in %."""
+    seeds = " ".join(_percent(seed[key]) for seed in sight["per_seed"])
+    return f"{_percent(sight[key])} ({seeds})"
+
+
+def results_markdown(summary: Mapping[str, Any]) -> str:
+    """OUT/RESULTS.md: the expert, then per sight range the learners' and the expert's final
+    greedy win rates, imitation accuracy and agreement (mean over seeds, each seed), and the
+    figures."""
+    expert = summary["expert"]
+    view = (
+        f"full_obs at sight {sight_label(expert['view_sight_range'])}"
+        if expert["view"] == "full_obs"
+        else expert["view"]
+    )
+    lines = [
+        f"# Imitation of a frozen {expert['alg']} expert on {expert['map']}",
+        "",
+        f"Expert: `{expert['run_dir']}` ({expert['seeds']} seeds, checkpoint at "
+        f"{expert['checkpoint_step']:,} env steps), seeing {view}. Learners: "
+        f"`{summary['learner_alg']}` with TD weight 0 (imitation only, the expert and mixer "
+        f"frozen), {summary['t_max']:,} env steps per seed; learner seed k imitates expert seed k.",
+        "",
+        "| learner sight | learner win % | expert win % | learner - expert | "
+        "imitation accuracy % | agreement % |",
+        "|---|---|---|---|---|---|",
+    ]
+    for sight in summary["sight_ranges"]:
+        learner, expert_rate = sight["learner_win_rate"], sight["expert_win_rate"]
+        gap = (
+            "-"
+            if learner is None or expert_rate is None
+            else f"{100 * (learner - expert_rate):+.1f}"
+        )
+        lines.append(
+            f"| {sight_label(sight['sight_range'])} | {_per_seed(sight, 'learner_win_rate')} "
+            f"| {_per_seed(sight, 'expert_win_rate')} | {gap} "
+            f"| {_per_seed(sight, 'imitation_accuracy')} | {_per_seed(sight, 'agreement')} |"
+        )
+    lines += [
+        "",
+        "Final greedy win rates at the last evaluation, mean over seeds (each seed). Imitation "
+        "accuracy: the share of training decisions where the learner's greedy action is the "
+        "expert's; agreement: the same at test time, with the learner acting. Sight `none`: "
+        "each unit type's own SMAX sight.",
+        "",
+        "![learner win rate over env steps per sight range](curves.png)",
+        "",
+        "![per-action values of expert and learner per sight range](values.png)",
+        "",
+        "Per-action value distributions: values.json. Regenerate this folder's tables and "
+        "figures from its files: `igmda imitate --report FOLDER`.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(out_dir: Path, summary: Mapping[str, Any], values: list[dict[str, Any]]) -> None:
+    """Every table and figure of an imitation output folder from its summary and value
+    distributions: summary.csv, RESULTS.md, values.png, curves.png."""
+    out_dir = Path(out_dir)
+    write_summary_csv(out_dir / "summary.csv", summary["sight_ranges"])
+    (out_dir / "RESULTS.md").write_text(results_markdown(summary))
+    plot_values(values, out_dir / "values.png")
+    plot_curves(summary["sight_ranges"], out_dir)
+
+
+def report_folder(out_dir: str | Path) -> dict[str, Any]:
+    """Redraw an imitation output folder (``igmda imitate --out``, or a copy of its JSON files
+    and the sight folders' metrics.jsonl) from its files alone; returns its summary."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise ImitationReportError(f"{out_dir} is not a folder")
+    files = {}
+    for name in ("summary.json", "values.json"):
+        path = out_dir / name
+        if not path.is_file():
+            raise ImitationReportError(f"{out_dir} holds no {name}: not an igmda imitate output")
+        try:
+            files[name] = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise ImitationReportError(f"{path} is not JSON: {error}") from None
+    summary, values = files["summary.json"], files["values.json"]
+    if [v["sight_range"] for v in values] != [s["sight_range"] for s in summary["sight_ranges"]]:
+        raise ImitationReportError(f"{out_dir}: values.json and summary.json list other sights")
+    write_report(out_dir, summary, values)
+    return summary
