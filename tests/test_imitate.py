@@ -25,6 +25,7 @@ from igmda_jax.fused.train import make_train
 from igmda_jax.run import run
 from igmda_jax.tools import imitate as im
 from igmda_jax.tools import imitation_report as report
+from igmda_jax.tools import imitation_setup as setup
 from igmda_jax.tools import imitation_values
 
 TINY = dict(
@@ -76,9 +77,9 @@ def imitation(expert_dir: Path, tmp_path_factory) -> tuple[Path, dict]:
 def test_td_weight_zero_leaves_expert_and_mixer_exactly_unchanged(expert_dir, imitation) -> None:
     """RMSprop updates from an imitation state (Adam: the end-to-end test, smax preset)."""
     out, _ = imitation
-    config, state, _ = im.restore_imitation(out / "sight_0")
+    config, state, _ = setup.restore_imitation(out / "sight_0")
     config = dataclasses.replace(config, optimizer="rmsprop")
-    env = im.imitation_env(config, im.read_expert(expert_dir))
+    env = setup.imitation_env(config, setup.read_expert(expert_dir))
     trainer = make_train(config, env)
     params, target = jax.tree.map(lambda x: x[0], (state.params, state.target_params))
     batch, _ = collect(env, trainer.nets, config, params, jax.random.PRNGKey(1), 8, 1.0, 0.0)
@@ -124,9 +125,9 @@ def test_value_distributions_state_types_average_expert_one_hots() -> None:
 
 def test_imitation_keeps_expert_frozen_and_trains_learners(expert_dir, imitation) -> None:
     out, _ = imitation
-    expert = im.load_expert(expert_dir)
+    expert = setup.load_expert(expert_dir)
     for sight in SIGHTS:
-        config, state, info = im.restore_imitation(out / f"sight_{report.sight_label(sight)}")
+        config, state, info = setup.restore_imitation(out / f"sight_{report.sight_label(sight)}")
         assert config.alg == "qmix-da" and config.td_weight == 0.0
         assert config.optimizer == "adam"  # zero gradients leave Adam's parameters unchanged
         assert config.sight_range == sight and config.expert_view == "full_obs"
@@ -135,8 +136,8 @@ def test_imitation_keeps_expert_frozen_and_trains_learners(expert_dir, imitation
             assert same_tree(state.params[name], expert.params[name])
             assert same_tree(state.target_params[name], expert.params[name])
         assert (np.asarray(state.updates) > 0).all()
-        compiled = compile_trainer(config, im.imitation_env(config, expert))
-        fresh = compiled.init(im.imitation_keys(config))
+        compiled = compile_trainer(config, setup.imitation_env(config, expert))
+        fresh = compiled.init(setup.imitation_keys(config))
         for seed in range(config.seeds):
             learned = jax.tree.map(lambda x, s=seed: x[s], state.params["learner"])
             initial = jax.tree.map(lambda x, s=seed: x[s], fresh.params["learner"])
@@ -286,5 +287,5 @@ def test_a_larger_budget_resumes_an_imitation(expert_dir, imitation, tmp_path) -
     after = (copy / "sight_0" / "metrics.jsonl").read_text().splitlines()
     assert after[: len(before)] == before and len(after) > len(before)
     assert json.loads(after[-1])["t_env"] >= 3 * T_MAX
-    _, state, _ = im.restore_imitation(copy / "sight_0")
-    assert same_tree(state.params["mixer"], im.load_expert(expert_dir).params["mixer"])
+    _, state, _ = setup.restore_imitation(copy / "sight_0")
+    assert same_tree(state.params["mixer"], setup.load_expert(expert_dir).params["mixer"])
