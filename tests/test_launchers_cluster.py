@@ -22,7 +22,7 @@ import yaml
 from test_sweep import SMALL, lock_pid, metric_rows, wait_for
 
 from igmda_jax.sweeps.cli import main, make_task, run_sweeps
-from igmda_jax.sweeps.launchers import SMALL_OUTPUTS, LaunchError, checkpoint_steps, read_metrics
+from igmda_jax.sweeps.launchers import LaunchError
 from igmda_jax.sweeps.launchers_ray import (
     RayLauncher,
     RayOptions,
@@ -43,6 +43,7 @@ from igmda_jax.sweeps.launchers_slurm import (
     read_record,
 )
 from igmda_jax.sweeps.launchers_slurm_job import SlurmRun, job_devices_env
+from igmda_jax.sweeps.run_folder import SMALL_OUTPUTS, checkpoint_steps, read_metrics
 from igmda_jax.sweeps.spec import parse_sweep
 
 T_MAX = 2000

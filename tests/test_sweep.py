@@ -16,12 +16,7 @@ import pytest
 import yaml
 
 from igmda_jax.sweeps.cli import flag_args, main, make_task, run_sweeps, select_cells
-from igmda_jax.sweeps.launchers import (
-    checkpoint_steps,
-    cpu_devices_env,
-    next_step,
-    repair_after_kill,
-)
+from igmda_jax.sweeps.launchers import cpu_devices_env
 from igmda_jax.sweeps.plan import (
     CellState,
     cell_dirs,
@@ -32,6 +27,7 @@ from igmda_jax.sweeps.plan import (
     load_speeds,
     wall_hours,
 )
+from igmda_jax.sweeps.run_folder import checkpoint_steps, next_step, repair_after_kill
 from igmda_jax.sweeps.spec import SweepError, load_sweep, parse_sweep
 from igmda_jax.train_command import parse_train_args
 

@@ -31,10 +31,7 @@ from igmda_jax.sweeps.launchers import (
     LaunchError,
     LocalLauncher,
     RunTask,
-    copy_small_outputs,
     log_tail,
-    read_metrics,
-    write_if_changed,
 )
 from igmda_jax.sweeps.plan import (
     COST_TABLE,
@@ -46,6 +43,7 @@ from igmda_jax.sweeps.plan import (
     load_speeds,
     result_line,
 )
+from igmda_jax.sweeps.run_folder import copy_small_outputs, read_metrics, write_if_changed
 from igmda_jax.sweeps.spec import Cell, Sweep, SweepError, load_sweep
 
 

@@ -30,8 +30,9 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from igmda_jax.sweeps.launchers import LaunchError, RunTask, write_atomic
+from igmda_jax.sweeps.launchers import LaunchError, RunTask
 from igmda_jax.sweeps.launchers_slurm_job import SlurmRun
+from igmda_jax.sweeps.run_folder import write_atomic
 
 RECORD = "slurm_job.json"
 SUBMITIT_DIR = ".slurm"  # in runs/<sweep>/; hidden, so igmda report does not look inside

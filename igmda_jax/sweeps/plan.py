@@ -21,7 +21,7 @@ from typing import Any
 
 from igmda_jax.core.config import RESUMABLE_FIELDS
 from igmda_jax.core.presets import MAIN_JOB, make_config, with_defaults
-from igmda_jax.sweeps.launchers import latest_t_env, next_step, read_metrics
+from igmda_jax.sweeps.run_folder import latest_t_env, next_step, read_metrics
 from igmda_jax.sweeps.spec import Cell, Sweep
 
 TABLE_TEST_EPISODES = 32  # test_nepisode of the runs experiments/table1_cost.py times
@@ -31,7 +31,7 @@ COST_TABLE = "table1_cost.json"
 # ---------------------------------------------------------------------------- state
 @dataclasses.dataclass(frozen=True)
 class CellState:
-    """Where a cell stands: ``launchers.next_step`` (done, evaluate, resume, start) and the env
+    """Where a cell stands: ``run_folder.next_step`` (done, evaluate, resume, start) and the env
     steps per seed its metrics reached (capped at t_max; t_max when done)."""
 
     step: str
