@@ -7,8 +7,8 @@ command:
 For each sweep file ``experiments/<sweep>.yaml``, the report commands its header names (comment
 lines ``#   igmda report ...`` or ``#   igmda imitate --report ...``, continued by trailing
 backslashes) are run in bash (their ``{a,b}`` braces expand there) with ``igmda`` meaning this
-Python's ``igmda_jax.cli``; a command whose input folders do not exist yet (a sweep still
-running) is listed and left out. Then the generated
+Python's ``igmda_jax.cli``. A sweep none of whose own runs has finished yet, and a command whose
+input folders do not exist yet, are listed and left out. Then the generated
 blocks (between ``<!-- report_all:NAME:begin -->`` and ``<!-- report_all:NAME:end -->``) of
 results/RESULTS.md and README.md are rewritten:
 
@@ -203,6 +203,9 @@ def regenerate(root: Path, write=print) -> bool:
         name = sweep_file.stem
         if not commands:
             write(f"{name}: no igmda report command in its header")
+            continue
+        if not any(sweep_results(root, name).glob("**/final_eval.json")):
+            write(f"{name}: left out until one of its own runs has finished")
             continue
         for command in commands:
             missing = [path for path in command_inputs(command, root) if not (root / path).exists()]

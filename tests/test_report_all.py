@@ -134,6 +134,17 @@ def test_regenerate_then_check_is_byte_identical(tmp_path: Path):
     assert "table1: left out until results/table1/imitate_none exist: igmda imitate --report " in (
         "\n".join(lines)
     )
+    # a sweep whose own runs have not finished is not reported from table1's runs alone
+    (tmp_path / "experiments" / "later.yaml").write_text(
+        "#   igmda report results/table1/qmix_3s5z_sight0 results/later --out results/later\n"
+        "name: later\npreset: smax\nseeds: 2\nt_max: 20\nalgorithms: [qmix-bc]\n"
+        "sight_ranges: [0]\nmaps: [3s5z]\n"
+    )
+    (tmp_path / "results" / "later").mkdir()
+    lines.clear()
+    assert report_all.regenerate(tmp_path, lines.append), lines
+    assert "later: left out until one of its own runs has finished" in lines
+    assert list((tmp_path / "results" / "later").iterdir()) == []
     readme = (tmp_path / "README.md").read_text()
     assert "| qmix | 50.0 / 90.2 | *running* / 36.4 |" in readme  # final_eval's mean, as given
     results = (tmp_path / "results" / "RESULTS.md").read_text()
