@@ -34,21 +34,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-
-class _Extractor(nn.Module):
-    """``n_layers`` Dense layers with ReLU between: [..., in] -> [..., out_dim]."""
-
-    out_dim: int
-    hidden_dim: int
-    n_layers: int
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        if self.n_layers < 1:
-            raise ValueError(f"n_layers must be >= 1, got {self.n_layers}")
-        for layer in range(self.n_layers - 1):
-            x = nn.relu(nn.Dense(self.hidden_dim, name=f"hidden_{layer}")(x))
-        return nn.Dense(self.out_dim, name="out")(x)
+from igmda_jax.core.mixers.qmix import MLP
 
 
 class _Heads(nn.Module):
@@ -65,7 +51,7 @@ class _Heads(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         stacked = nn.vmap(
-            _Extractor,
+            MLP,
             variable_axes={"params": 0},
             split_rngs={"params": True},
             in_axes=None,
@@ -104,12 +90,10 @@ class QPLEXMixer(nn.Module):
         chex.assert_shape(states, (*chosen_qs.shape[:-1], self.state_dim))
 
         w = (
-            jnp.abs(
-                _Extractor(n, self.hypernet_embed, self.hypernet_layers, name="transform_w")(states)
-            )
+            jnp.abs(MLP(n, self.hypernet_embed, self.hypernet_layers, name="transform_w")(states))
             + 1e-10
         )
-        b = _Extractor(n, self.hypernet_embed, self.hypernet_layers, name="transform_b")(states)
+        b = MLP(n, self.hypernet_embed, self.hypernet_layers, name="transform_b")(states)
         q_prime = w * chosen_qs + b
         v = w * max_qs + b
         advantage = jax.lax.stop_gradient(q_prime - v)
