@@ -10,11 +10,12 @@ backslashes) are run in bash (their ``{a,b}`` braces expand there) with ``igmda`
 Python's ``igmda_jax.cli``. A sweep none of whose own runs has finished yet, and a command whose
 input folders do not exist yet, are listed and left out. Then the generated
 blocks (between ``<!-- report_all:NAME:begin -->`` and ``<!-- report_all:NAME:end -->``) of
-results/RESULTS.md and README.md are rewritten:
+results/RESULTS.md, README.md and experiments/README.md are rewritten:
 
     table1    (results/RESULTS.md) the Table 1, P(X-da > X) and learner/expert sections of
               results/table1/RESULTS.md, one heading level down
-    compute   (results/RESULTS.md) per sweep: runs finished of planned, env steps, training hours
+    compute   (results/RESULTS.md, experiments/README.md) per sweep: runs finished of planned,
+              env steps, training hours and wall hours (two runs at a time: half of them)
     readme    (README.md) Table 1 as "ours / the paper's" per cell, ours the mean over seeds of
               results/table1/<alg>_<map>_sight0/final_eval.json, *running* without one
 
@@ -155,10 +156,12 @@ def table1_sections(root: Path) -> str:
 def compute_table(root: Path) -> str:
     """Per sweep: its cells with a final evaluation of those its file plans, the other run
     folders under its results (fig3_lossy's imitation learners), the env steps (x seeds) all of
-    them reached and their training hours (each run's own clock, summed)."""
+    them reached, their training hours (each run's own clock, summed) and the wall hours of the
+    queue that ran them two at a time (half the training hours: both slots stay busy)."""
     lines = [
-        "| sweep | cells finished / planned | other runs | env steps x seeds | training hours |",
-        "|---|---|---|---|---|",
+        "| sweep | cells finished / planned | other runs | env steps x seeds | training hours "
+        "| wall hours, 2 runs at a time |",
+        "|---|---|---|---|---|---|",
     ]
     total_hours = 0.0
     for sweep_file in sweep_files(root):
@@ -175,22 +178,26 @@ def compute_table(root: Path) -> str:
         total_hours += hours
         lines.append(
             f"| `{sweep.name}` | {finished} / {len(sweep.cells)} | {others} | {steps:,} "
-            f"| {hours:.1f} |"
+            f"| {hours:.1f} | {hours / 2:.1f} |"
         )
-    lines.append(f"| all | | | | {total_hours:.1f} |")
+    lines.append(f"| all | | | | {total_hours:.1f} | {total_hours / 2:.1f} |")
     return "\n".join(lines)
 
 
 def write_blocks(root: Path) -> list[Path]:
-    """Rewrite the generated blocks of results/RESULTS.md and README.md; returns the files."""
+    """Rewrite the generated blocks of results/RESULTS.md, README.md and experiments/README.md
+    (its compute table); returns the files."""
+    compute = compute_table(root)
     results_md = root / "results" / "RESULTS.md"
     text = results_md.read_text()
     text = replace_block(text, "table1", table1_sections(root))
-    text = replace_block(text, "compute", compute_table(root))
+    text = replace_block(text, "compute", compute)
     results_md.write_text(text)
     readme = root / "README.md"
     readme.write_text(replace_block(readme.read_text(), "readme", readme_table1(root)))
-    return [results_md, readme]
+    experiments_md = root / "experiments" / "README.md"
+    experiments_md.write_text(replace_block(experiments_md.read_text(), "compute", compute))
+    return [results_md, readme, experiments_md]
 
 
 # ---------------------------------------------------------------------------------- main
@@ -249,8 +256,9 @@ def check(root: Path, write=print) -> bool:
         shutil.copy(root / "README.md", copy / "README.md")
         ok = regenerate(copy, write)
         differ = [f"results/{name}" for name in differing_files(root / "results", copy / "results")]
-        if not filecmp.cmp(root / "README.md", copy / "README.md", shallow=False):
-            differ.append("README.md")
+        for name in ("README.md", "experiments/README.md"):
+            if not filecmp.cmp(root / name, copy / name, shallow=False):
+                differ.append(name)
     for name in differ:
         write(f"differs: {name}")
     write("byte-identical" if ok and not differ else "NOT identical")

@@ -64,6 +64,9 @@ def test_generated_blocks_are_the_committed_results():
         ("compute", report_all.compute_table(ROOT)),
     ]:
         assert report_all.replace_block(results, name, block) == results, name
+    experiments_md = (ROOT / "experiments" / "README.md").read_text()
+    compute = report_all.compute_table(ROOT)
+    assert report_all.replace_block(experiments_md, "compute", compute) == experiments_md
 
 
 def test_command_inputs_are_the_expanded_folders_a_command_reads(tmp_path: Path):
@@ -124,6 +127,16 @@ def _synthetic_repo(root: Path) -> None:
     (root / "README.md").write_text(f"# r\n{begin}\n{end}\n")
     blocks = [report_all.markers(name) for name in ("table1", "compute")]
     (root / "results" / "RESULTS.md").write_text("".join(f"{b}\n{e}\n" for b, e in blocks))
+    begin, end = report_all.markers("compute")
+    (root / "experiments" / "README.md").write_text(f"# e\n{begin}\n{end}\n")
+
+
+def test_compute_table_sums_steps_and_hours_by_hand(tmp_path: Path):
+    """3 run folders of 2 seeds at t_env 20, each with a training clock of 720 s: 120 env steps
+    x seeds, 0.6 training hours, half of it wall time; the imitation folder is no cell."""
+    _synthetic_repo(tmp_path)
+    lines = report_all.compute_table(tmp_path).splitlines()
+    assert lines[2:] == ["| `table1` | 2 / 2 | 1 | 120 | 0.6 | 0.3 |", "| all | | | | 0.6 | 0.3 |"]
 
 
 def test_regenerate_then_check_is_byte_identical(tmp_path: Path):
