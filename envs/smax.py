@@ -47,7 +47,8 @@ win, a loss, a draw, or after ``episode_limit`` steps (SMAC's limit per map); on
 ``truncated``. ``step`` does not auto-reset (see envs/spec.py).
 
 Random keys are split exactly as in JaxMARL's ``HeuristicEnemySMAX.step``, so with default
-options a trajectory equals JaxMARL's step for step.
+options a trajectory equals JaxMARL's step for step. The observations, available actions and
+global state are built by the pure functions of envs/smax_views.py.
 """
 
 from __future__ import annotations
@@ -78,16 +79,11 @@ from envs.smax_maps import (
     medivac_heal,
     unit_table,
 )
+from envs.smax_views import N_MOVE_ACTIONS, OWN_FEATURES, STOP_ACTION, ViewSpec, views
 from envs.spec import EnvInfo, Observation, TimeStep, validate_expert_view, validate_sight_range
 from envs.spec import check_actions as check_actions  # re-exported: the host-side check
 
-N_MOVE_ACTIONS = 5  # 4 moves + stop
-STOP_ACTION = 4
 REWARDS = ("smax", "smac", "smac_no_kill")
-OWN_FEATURES = ("smax", "smac")
-# Unit vector of each move action 0-3 (north, east, south, west), as JaxMARL's
-# SMAX._decode_discrete_actions moves units (a diagonal rotated by 45 degrees).
-MOVE_DIRECTIONS = ((0.0, 1.0), (1.0, 0.0), (0.0, -1.0), (-1.0, 0.0))
 # SMAC's defaults (smac.env.StarCraft2Env): reward_death_value, reward_win, reward_scale_rate
 SMAC_KILL_VALUE, SMAC_WIN_VALUE, SMAC_SCALE = 10.0, 200.0, 20.0
 
@@ -118,17 +114,6 @@ class SmaxRecord:
     prev_attack: jax.Array  # [n_units] int16
     unit_types: jax.Array  # [n_units] uint8
     last_actions: jax.Array  # [n_agents] int16
-
-
-def drop_diagonal(square: jax.Array) -> jax.Array:
-    """Remove entry (i, i) from every row, keeping order: [n, n, ...] -> [n, n - 1, ...].
-
-    Static reshapes only (no gather), which is what keeps observations cheap on CPU.
-    """
-    n = square.shape[0]
-    trailing = square.shape[2:]
-    flat = square.reshape((n * n, *trailing))[1:]
-    return flat.reshape((n - 1, n + 1, *trailing))[:, :-1].reshape((n, n - 1, *trailing))
 
 
 class SmaxEnv:
@@ -216,6 +201,17 @@ class SmaxEnv:
             n_allies * self.n_actions if self.state_last_action else 0
         )
         self.expert_dim = self.obs_dim if expert_view == "full_obs" else self.state_dim + n_allies
+        self.view_spec = ViewSpec(
+            n_agents=n_allies,
+            n_actions=self.n_actions,
+            sight_range=self.sight_range,
+            expert_sight_range=self.expert_sight_range,
+            expert_view=expert_view,
+            own_features=own_features,
+            attack_requires_sight=self.attack_requires_sight,
+            state_last_action=self.state_last_action,
+            step_distance=float(self.step_distance),
+        )
         self.info = EnvInfo(
             map_name=map_name,
             n_agents=n_allies,
@@ -236,171 +232,6 @@ class SmaxEnv:
             return None
         return tuple(range(self.obs_dim - self.own_width, self.obs_dim))
 
-    # ------------------------------------------------------------------ features
-    def _sight_per_unit(self, state: SMAXState, override: float | None) -> jax.Array:
-        """Visibility radius of every unit as observer: [n_units]."""
-        if override is None:
-            return self.inner.unit_type_sight_ranges[state.unit_types]
-        return jnp.full((self.n_units,), override, dtype=jnp.float32)
-
-    def _observations(self, state: SMAXState, distances: jax.Array) -> dict[str, jax.Array]:
-        """Observations of every unit under the three sights we need.
-
-        Returns obs [n_agents, obs_dim] (agent sight), full_obs [n_agents, obs_dim] (expert
-        sight), enemy_obs [n_enemies, SMAX obs size] (the enemies' own SMAX sight, SMAX own block).
-        """
-        inner = self.inner
-        types, alive = state.unit_types, state.unit_alive
-        n_allies = self.n_agents
-        type_sight = inner.unit_type_sight_ranges[types]
-        health_fraction = state.unit_health / inner.unit_type_health[types]
-        cooldown_fraction = jnp.clip(
-            state.unit_weapon_cooldowns / inner.unit_type_weapon_cooldowns[types], 0.0, 1.0
-        )
-        type_bits = jax.nn.one_hot(types, inner.unit_type_bits)
-        max_action = jnp.where(
-            jnp.arange(self.n_units) < n_allies,
-            float(inner.num_ally_actions - 1),
-            float(inner.num_enemy_actions - 1),
-        )
-        last_target = state.prev_attack_actions.astype(jnp.float32) / max_action
-        relative = (state.unit_positions[None, :, :] - state.unit_positions[:, None, :]) / (
-            type_sight[:, None, None]
-        )  # [observer, observed, 2]
-        observed = jnp.concatenate(
-            [
-                health_fraction[:, None],
-                state.prev_movement_actions,
-                last_target[:, None],
-                cooldown_fraction[:, None],
-                type_bits,
-            ],
-            axis=-1,
-        )  # [observed, F - 2]
-        n = self.n_units
-        pair_features = jnp.concatenate(
-            [
-                jnp.broadcast_to(observed[None, :, :1], (n, n, 1)),
-                relative,
-                jnp.broadcast_to(observed[None, :, 1:], (n, n, observed.shape[-1] - 1)),
-            ],
-            axis=-1,
-        )  # [observer, observed, F]
-        smax_own = jnp.concatenate(
-            [
-                health_fraction[:, None],
-                state.unit_positions / jnp.array([inner.map_width, inner.map_height]),
-                cooldown_fraction[:, None],
-                type_bits,
-            ],
-            axis=-1,
-        ) * alive[:, None].astype(jnp.float32)  # [unit, 4 + n_types]
-        if self.own_features == "smac":
-            ally_own = jnp.concatenate(
-                [health_fraction[:n_allies, None], type_bits[:n_allies], self._move_flags(state)],
-                axis=-1,
-            ) * alive[:n_allies, None].astype(jnp.float32)  # [ally, 5 + n_types]
-        else:
-            ally_own = smax_own[:n_allies]
-        both_alive = alive[:, None] & alive[None, :]
-
-        def view(sight: jax.Array, team: str) -> jax.Array:
-            visible = (distances < sight[:, None]) & both_alive  # [observer, observed]
-            blocks = pair_features * visible[..., None].astype(jnp.float32)
-            if team == "ally":  # allies list the other units ascending
-                rows = drop_diagonal(blocks)[:n_allies]
-                own_rows = ally_own
-            else:  # enemies list them descending: flip both unit axes, then enemy rows
-                rows = drop_diagonal(blocks[::-1, ::-1])[: n - n_allies][::-1]
-                own_rows = smax_own[n_allies:]
-            return jnp.concatenate([rows.reshape(rows.shape[0], -1), own_rows], axis=-1)
-
-        if self.sight_range == 0.0:  # static: nothing is ever closer than 0, every block is 0
-            blind = jnp.zeros((n_allies, (n - 1) * pair_features.shape[-1]), jnp.float32)
-            obs = jnp.concatenate([blind, ally_own], axis=-1)
-        else:
-            obs = view(self._sight_per_unit(state, self.sight_range), "ally")
-        return {
-            "obs": obs,
-            "full_obs": view(self._sight_per_unit(state, self.expert_sight_range), "ally"),
-            "enemy_obs": view(type_sight, "enemy"),
-        }
-
-    def _move_flags(self, state: SMAXState) -> jax.Array:
-        """SMAC's move-feasibility flags of the allies: [n_agents, 4] float32 (north, east,
-        south, west): 1 where one env step of that move at the unit's speed keeps it strictly
-        inside the map (a unit that touches the edge dies in SMAX)."""
-        inner = self.inner
-        allies = slice(0, self.n_agents)
-        speed = inner.unit_type_velocities[state.unit_types[allies]] * self.step_distance
-        directions = jnp.asarray(MOVE_DIRECTIONS, jnp.float32)  # [4, 2]
-        ahead = state.unit_positions[allies, None, :] + speed[:, None, None] * directions
-        size = jnp.array([inner.map_width, inner.map_height], jnp.float32)
-        inside = jnp.all((ahead > 0.0) & (ahead < size), axis=-1)  # [n_agents, 4]
-        return inside.astype(jnp.float32)
-
-    def _avail(self, state: SMAXState, distances: jax.Array) -> jax.Array:
-        """Available actions of the allies: [n_agents, n_actions] bool."""
-        inner = self.inner
-        allies = slice(0, self.n_agents)
-        enemies = slice(self.n_agents, self.n_units)
-        alive = state.unit_alive
-        ally_types = state.unit_types[allies]
-        in_range = distances[allies, enemies] < inner.unit_type_attack_ranges[ally_types][:, None]
-        shootable = in_range & alive[enemies][None, :] & alive[allies][:, None]
-        if self.attack_requires_sight:
-            sight = self._sight_per_unit(state, self.sight_range)[allies]
-            shootable = shootable & (distances[allies, enemies] < sight[:, None])
-        moves = jnp.broadcast_to(alive[allies][:, None], (self.n_agents, N_MOVE_ACTIONS - 1))
-        stop = jnp.ones((self.n_agents, 1), dtype=bool)
-        return jnp.concatenate([moves, stop, shootable], axis=-1)
-
-    def _global_state(self, state: SMAXState, last_actions: jax.Array) -> jax.Array:
-        """The mixer's state: [state_dim]."""
-        inner = self.inner
-        types, alive = state.unit_types, state.unit_alive
-        size = jnp.array([inner.map_width, inner.map_height])
-        per_unit = jnp.concatenate(
-            [
-                (state.unit_health / inner.unit_type_health[types])[:, None],
-                jnp.clip(
-                    state.unit_weapon_cooldowns / inner.unit_type_weapon_cooldowns[types], 0, 1
-                )[:, None],
-                (state.unit_positions - size / 2) / size,
-                jax.nn.one_hot(types, inner.unit_type_bits),
-            ],
-            axis=-1,
-        ) * alive[:, None].astype(jnp.float32)
-        parts = [per_unit.reshape(-1)]
-        if self.state_last_action:
-            parts.append(jax.nn.one_hot(last_actions, self.n_actions).reshape(-1))
-        return jnp.concatenate(parts)
-
-    def _views(self, state: SMAXState, last_actions: jax.Array) -> tuple[Observation, jax.Array]:
-        """The learner-facing Observation of ``state`` and the enemies' observation."""
-        distances = jnp.linalg.norm(
-            state.unit_positions[:, None, :] - state.unit_positions[None, :, :], axis=-1
-        )
-        views = self._observations(state, distances)
-        global_state = self._global_state(state, last_actions)
-        if self.expert_view == "full_obs":
-            expert_obs = views["full_obs"]
-        else:
-            expert_obs = jnp.concatenate(
-                [
-                    jnp.broadcast_to(global_state, (self.n_agents, self.state_dim)),
-                    jnp.eye(self.n_agents, dtype=jnp.float32),
-                ],
-                axis=-1,
-            )
-        observation = Observation(
-            obs=views["obs"],
-            expert_obs=expert_obs,
-            state=global_state,
-            avail=self._avail(state, distances),
-        )
-        return observation, views["enemy_obs"]
-
     def _timestep(
         self,
         state: SMAXState,
@@ -411,7 +242,7 @@ class SmaxEnv:
         truncated: jax.Array,
     ) -> tuple[TimeStep, jax.Array]:
         """Build the TimeStep of ``state``; also return the enemies' observation."""
-        observation, enemy_obs = self._views(state, last_actions)
+        observation, enemy_obs = views(self.inner, self.view_spec, state, last_actions)
         timestep = TimeStep(
             obs=observation.obs,
             expert_obs=observation.expert_obs,
@@ -452,7 +283,8 @@ class SmaxEnv:
             step=jnp.int32(0),
             done=jnp.bool_(False),
         )
-        observation, _ = self._views(state, record.last_actions.astype(jnp.int32))
+        last_actions = record.last_actions.astype(jnp.int32)
+        observation, _ = views(self.inner, self.view_spec, state, last_actions)
         return observation
 
     # ------------------------------------------------------------------ protocol

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 import envs
-from envs.smax import MOVE_DIRECTIONS, SmaxEnv
+from envs.smax import SmaxEnv
+from envs.smax_views import MOVE_DIRECTIONS
 from igmda_jax.compiled import make_env
 from igmda_jax.core import losses
 from igmda_jax.core.acting import build_inputs, make_networks

@@ -1,4 +1,4 @@
-"""Tests of the SMAX-based SMAC-like maps (envs/smax.py, envs/smax_maps.py)."""
+"""Tests of the SMAX-based SMAC-like maps (envs/smax.py, envs/smax_views.py, envs/smax_maps.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from jaxmarl.environments.smax import HeuristicEnemySMAX, map_name_to_scenario
 import envs
 from envs.smax import STOP_ACTION, SmaxEnv
 from envs.smax_maps import EPISODE_LIMITS, MAPS, MEDIVAC, medivac_heal
+from envs.smax_views import available_actions
 from envs.spec import check_actions
 
 PAPER_MAPS = ["3s5z", "5m_vs_6m", "MMM2", "8m", "3s_vs_5z", "8m_vs_9m"]
@@ -148,8 +149,8 @@ def test_attack_requires_sight_option_is_stricter() -> None:
     )
     smax_state = state.smax.replace(unit_positions=positions)
     distances = jnp.linalg.norm(positions[:, None] - positions[None], axis=-1)
-    assert bool(loose._avail(smax_state, distances)[0, 5])
-    assert not bool(env._avail(smax_state, distances)[0, 5])
+    assert bool(available_actions(loose.inner, loose.view_spec, smax_state, distances)[0, 5])
+    assert not bool(available_actions(env.inner, env.view_spec, smax_state, distances)[0, 5])
 
 
 def test_medivac_heals_most_injured_ally_in_range() -> None:

@@ -19,7 +19,7 @@ ALGORITHMS = tuple(m + v for m in MIXERS for v in VARIANTS)
 PRESETS = ("smax", "finetuned", "authors")
 BACKENDS = ("fused", "smax-workers", "smac")
 REWARDS = ("smac", "smax", "smac_no_kill")  # envs.smax.REWARDS, without importing JaxMARL here
-OWN_FEATURES = ("smac", "smax")  # envs.smax.OWN_FEATURES
+OWN_FEATURES = ("smac", "smax")  # envs.smax_views.OWN_FEATURES
 
 
 # Fields a user may change when resuming a run (they do not change what has been computed).
