@@ -129,6 +129,7 @@ def imitate_command(argv: list[str]) -> None:
         raise UsageError(f"igmda imitate: --t-max must be a number, got {known.t_max!r}") from None
     if not t_max.is_integer() or t_max < 1:
         raise UsageError(f"igmda imitate: --t-max must be a positive integer, got {known.t_max}")
+    from igmda_jax.persist.stop_signals import RunStopped
     from igmda_jax.tools.imitate import ImitationError, imitate
     from igmda_jax.tools.imitation_report import format_table
 
@@ -169,6 +170,9 @@ def imitate_command(argv: list[str]) -> None:
         )
     except (ImitationError, ConfigError, FileNotFoundError, FileExistsError) as error:
         raise UsageError(f"igmda imitate: {error}") from None
+    except RunStopped as stopped:
+        print(f"igmda imitate: {stopped}; rerun the same command to continue", file=sys.stderr)
+        raise SystemExit(stopped.exit_code) from None
     print(format_table(summary))
     print(f"summary: {Path(out_dir) / 'summary.json'} (csv beside it), values.png, curves.png")
 

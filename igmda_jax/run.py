@@ -10,7 +10,8 @@ Run folder layout (``igmda train --out DIR``)::
 
 Everything random lives in the TrainState's keys and evaluation keys are derived from the
 seed and the evaluation index, so a resumed run writes the same metrics as an uninterrupted
-one (wall-clock columns aside).
+one (wall-clock columns aside). SIGTERM or Ctrl-C saves a checkpoint before the next chunk and
+raises ``RunStopped`` (igmda_jax/persist/stop_signals.py).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from igmda_jax.fused.train import TrainState
 from igmda_jax.persist.checkpoint import CheckpointStore, check_compatible
 from igmda_jax.persist.loggers import check_loggers, make_loggers
 from igmda_jax.persist.provenance import record_provenance
+from igmda_jax.persist.stop_signals import RunStopped, stop_on_signals
 
 
 class TrainingDiverged(RuntimeError):
@@ -224,51 +226,64 @@ def _train(
         mininterval=0.1 if sys.stderr.isatty() else 30.0,  # keep logs of redirected runs short
         desc=desc or f"{config.alg} {config.map}",
     )
-    while True:
-        t = t_now()
-        if t >= host["next_test"] or t >= config.t_max:
-            rows = evaluate_rows(compiled, state, config, host["evals"], last_metrics)
-            wall = time.perf_counter() - start_wall
-            rows = [{**row, "wall_time": round(wall, 2)} for row in rows]
-            if is_primary():
-                with metrics_path.open("a") as f:
-                    for row in rows:
-                        f.write(json.dumps(row) + "\n")
-            for logger in loggers:
-                logger.write(rows)
-            host["evals"] += 1
-            host["next_test"] = (t // config.test_interval + 1) * config.test_interval
-            last_win = float(np.mean([row["win_rate"] for row in rows]))
-        if t >= config.t_max:
-            break
-        chunk_start = time.perf_counter()
-        state, chunk_metrics = compiled.train_chunk(state)
-        last_metrics = fetch(chunk_metrics)
-        if not np.all(last_metrics["finite"]):
-            bad = [config.seed + i for i, ok in enumerate(last_metrics["finite"]) if not ok]
-            raise TrainingDiverged(
-                f"loss became NaN/inf near t_env={t} (seed(s) {bad}); stopped. The last good "
-                f"checkpoint (step {store.latest_step()}) is kept in {out / 'checkpoints'}"
+
+    def close() -> None:
+        store.close()
+        bar.close()
+        for logger in loggers:
+            logger.close()
+
+    # SIGTERM / Ctrl-C: save a checkpoint before the next chunk and stop (RunStopped). The host
+    # backend's workers and multi-process runs end where they stand, as before.
+    stop_enabled = config.backend == "fused" and jax.process_count() == 1
+    with stop_on_signals(stop_enabled) as stop:
+        while True:
+            t = t_now()
+            if stop.signal_name is not None and t < config.t_max:
+                host["wall"] = time.perf_counter() - start_wall
+                save()
+                close()
+                raise RunStopped(stop.signal_name, t, str(out / "checkpoints"))
+            if t >= host["next_test"] or t >= config.t_max:
+                rows = evaluate_rows(compiled, state, config, host["evals"], last_metrics)
+                wall = time.perf_counter() - start_wall
+                rows = [{**row, "wall_time": round(wall, 2)} for row in rows]
+                if is_primary():
+                    with metrics_path.open("a") as f:
+                        for row in rows:
+                            f.write(json.dumps(row) + "\n")
+                for logger in loggers:
+                    logger.write(rows)
+                host["evals"] += 1
+                host["next_test"] = (t // config.test_interval + 1) * config.test_interval
+                last_win = float(np.mean([row["win_rate"] for row in rows]))
+            if t >= config.t_max:
+                break
+            chunk_start = time.perf_counter()
+            state, chunk_metrics = compiled.train_chunk(state)
+            last_metrics = fetch(chunk_metrics)
+            if not np.all(last_metrics["finite"]):
+                bad = [config.seed + i for i, ok in enumerate(last_metrics["finite"]) if not ok]
+                raise TrainingDiverged(
+                    f"loss became NaN/inf near t_env={t} (seed(s) {bad}); stopped. The last good "
+                    f"checkpoint (step {store.latest_step()}) is kept in {out / 'checkpoints'}"
+                )
+            new_t = t_now()
+            host["wall"] = time.perf_counter() - start_wall
+            rate = (new_t - t) / max(time.perf_counter() - chunk_start, 1e-9)
+            bar.update(min(new_t, config.t_max) - bar.n)
+            bar.set_postfix(
+                episodes=int(np.min(last_metrics["episodes"])),
+                test_win=f"{last_win:.2f}",
+                steps_per_s=f"{rate:,.0f}",
+                refresh=False,
             )
-        new_t = t_now()
-        host["wall"] = time.perf_counter() - start_wall
-        rate = (new_t - t) / max(time.perf_counter() - chunk_start, 1e-9)
-        bar.update(min(new_t, config.t_max) - bar.n)
-        bar.set_postfix(
-            episodes=int(np.min(last_metrics["episodes"])),
-            test_win=f"{last_win:.2f}",
-            steps_per_s=f"{rate:,.0f}",
-            refresh=False,
-        )
-        if new_t >= host["next_save"]:
-            host["next_save"] = (new_t // config.save_interval + 1) * config.save_interval
-            save()
+            if new_t >= host["next_save"]:
+                host["next_save"] = (new_t // config.save_interval + 1) * config.save_interval
+                save()
     host["wall"] = time.perf_counter() - start_wall
     save()
-    store.close()
-    bar.close()
-    for logger in loggers:
-        logger.close()
+    close()
     barrier("igmda run: metrics written")  # several processes: process 0 wrote them
     final = [json.loads(line) for line in metrics_path.read_text().splitlines()][-config.seeds :]
     return {

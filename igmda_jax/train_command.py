@@ -148,11 +148,19 @@ def train_command(argv: list[str]) -> None:
         CheckpointWriteError,
     )
     from igmda_jax.persist.loggers import LoggerUnavailable
+    from igmda_jax.persist.stop_signals import RunStopped
 
     try:
         summary = run(
             request.config, request.out_dir, resume=request.resume, progress=request.progress
         )
+    except RunStopped as stopped:
+        print(
+            f"igmda train: {stopped}; `igmda train --resume {request.out_dir}` continues it",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise SystemExit(stopped.exit_code) from None
     except (
         SmacNotAvailableError,
         HostBackendError,

@@ -22,7 +22,7 @@ import yaml
 from test_sweep import SMALL, lock_pid, metric_rows, wait_for
 
 from igmda_jax.sweeps.cli import main, make_task, run_sweeps
-from igmda_jax.sweeps.launchers import LaunchError
+from igmda_jax.sweeps.launchers import LaunchError, LocalLauncher
 from igmda_jax.sweeps.launchers_ray import (
     RayLauncher,
     RayOptions,
@@ -159,6 +159,36 @@ def test_a_job_runs_on_its_cpus_and_pickles_without_its_child() -> None:
     run._process = threading.Lock()  # stands for the Popen, which does not pickle either
     again = pickle.loads(pickle.dumps(run))  # what submitit requeues
     assert again._process is None and again.signal_grace_s == 5.0 and callable(again.checkpoint)
+
+
+@pytest.mark.parametrize(
+    "child, raises",
+    [
+        ("import sys; sys.exit(143)", True),  # SIGTERM: saved a checkpoint and stopped
+        ("import os, signal; os.kill(os.getpid(), signal.SIGTERM)", True),  # killed by it
+        ("import sys; sys.exit(1)", False),  # failed: the sweep reports it
+    ],
+)
+def test_a_run_stopped_by_a_signal_the_job_did_not_send_raises(
+    monkeypatch: pytest.MonkeyPatch, child: str, raises: bool
+) -> None:
+    """SLURM's own SIGTERM (preemption, time limit) ends the run either way; the job then
+    raises after its grace (in which submitit's requeue signal still requeues it); a run that
+    failed by itself returns its exit status."""
+    import subprocess
+    import types
+
+    def start(self, task, jobs=1, env=None) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", child])
+
+    monkeypatch.setattr(LocalLauncher, "start", start)
+    job = SlurmRun(signal_grace_s=0.0, poll_s=0.05)
+    task = types.SimpleNamespace(cell="qmix_3m_sight0")
+    if raises:
+        with pytest.raises(RuntimeError, match="qmix_3m_sight0: its run was stopped by SIGTERM"):
+            job(task)
+    else:
+        assert job(task) == 1
 
 
 def test_ray_task_options() -> None:
@@ -445,10 +475,10 @@ def test_a_local_sweep_is_finished_on_ray_whose_worker_dies(
     )
     try:
         wait_for(lambda: checkpoint_steps(run_dir), what="a checkpoint")
-        stopped_at = checkpoint_steps(run_dir)[-1]
     finally:
         local.send_signal(signal.SIGTERM)  # stops its runs, as Ctrl-C would
         assert local.wait(timeout=120) != 0
+    stopped_at = checkpoint_steps(run_dir)[-1]  # the run saved one more as it stopped
     assert not (run_dir / "final_eval.json").exists()
     sweep = parse_sweep(yaml.safe_load(ONE), ONE)
     lines: list[str] = []

@@ -464,7 +464,7 @@ def test_stopping_the_sweep_stops_its_runs(tmp_path: Path, sig: signal.Signals) 
     wait_for(lambda: lock_pid(run_dir) is not None, what="the run to start")
     pid = lock_pid(run_dir)
     sweep.send_signal(sig)
-    _, err = sweep.communicate(timeout=60)
+    _, err = sweep.communicate(timeout=120)  # SIGTERM: the run ends its chunk and saves
     if sig == signal.SIGTERM:
         assert sweep.returncode == 130 and "interrupted" in err, err
     wait_for(lambda: not alive(pid), 30.0, what=f"run {pid} to end")

@@ -230,16 +230,30 @@ def kill_after_first_checkpoint(process: subprocess.Popen, run_dir: Path, kill) 
     process.wait()
 
 
-def test_killed_run_resumes_to_identical_metrics(tmp_path: Path) -> None:
-    args = [
-        "--map", "3m", "--sight-range", "0", "--seeds", "2", "--n-envs", "4", "--batch-size", "8",
-        "--buffer-size", "32", "--hidden-dim", "16", "--mixer-embed", "8", "--hypernet-embed", "16",
-        "--iterations-per-call", "2", "--test-nepisode", "4", "--t-max", "3000",
-        "--test-interval", "300", "--save-interval", "300", "--no-progress",
-    ]  # fmt: skip
-    command = [sys.executable, "-m", "igmda_jax.cli", "train", *args]
-    subprocess.run([*command, "--out", str(tmp_path / "whole")], check=True, capture_output=True)
+# A small run for the kill / stop / resume tests: 2 seeds, 3,000 env steps, 11 evaluations.
+RESUME_ARGS = [
+    "--map", "3m", "--sight-range", "0", "--seeds", "2", "--n-envs", "4", "--batch-size", "8",
+    "--buffer-size", "32", "--hidden-dim", "16", "--mixer-embed", "8", "--hypernet-embed", "16",
+    "--iterations-per-call", "2", "--test-nepisode", "4", "--t-max", "3000",
+    "--test-interval", "300", "--no-progress",
+]  # fmt: skip
+TRAIN = [sys.executable, "-m", "igmda_jax.cli", "train"]
 
+
+@pytest.fixture(scope="module")
+def uninterrupted_rows(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    """The metrics rows of RESUME_ARGS run without interruption (the checkpoint interval does
+    not change them)."""
+    whole = tmp_path_factory.mktemp("whole") / "run"
+    command = [*TRAIN, *RESUME_ARGS, "--save-interval", "300", "--out", str(whole)]
+    subprocess.run(command, check=True, capture_output=True)
+    return metric_rows(whole / "metrics.jsonl")
+
+
+def test_killed_run_resumes_to_identical_metrics(
+    tmp_path: Path, uninterrupted_rows: list[dict]
+) -> None:
+    command = [*TRAIN, *RESUME_ARGS, "--save-interval", "300"]
     killed = tmp_path / "killed"
     process = subprocess.Popen(
         [*command, "--out", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -247,16 +261,45 @@ def test_killed_run_resumes_to_identical_metrics(tmp_path: Path) -> None:
     kill_after_first_checkpoint(process, killed, lambda: os.kill(process.pid, signal.SIGKILL))
     assert metric_rows(killed / "metrics.jsonl")[-1]["t_env"] < 3000
 
-    subprocess.run([*command[:-1], "--resume", str(killed)], check=True, capture_output=True)
-    resumed, whole = (
-        metric_rows(killed / "metrics.jsonl"),
-        metric_rows(tmp_path / "whole" / "metrics.jsonl"),
-    )
-    for a, b in zip(resumed, whole, strict=False):
+    subprocess.run([*command, "--resume", str(killed)], check=True, capture_output=True)
+    resumed = metric_rows(killed / "metrics.jsonl")
+    for a, b in zip(resumed, uninterrupted_rows, strict=False):
         assert a == b, (a, b)
-    assert metric_rows(killed / "metrics.jsonl") == metric_rows(
-        tmp_path / "whole" / "metrics.jsonl"
+    assert resumed == uninterrupted_rows
+
+
+def test_sigterm_saves_a_checkpoint_and_resumes_to_identical_metrics(
+    tmp_path: Path, uninterrupted_rows: list[dict]
+) -> None:
+    """No periodic checkpoint (interval 1M): SIGTERM after the second evaluation leaves the
+    run's only checkpoint, at the step it names in its one-line message (exit 143), and
+    --resume from there ends with the uninterrupted run's metrics."""
+    command = [*TRAIN, *RESUME_ARGS, "--save-interval", "1000000"]
+    stopped = tmp_path / "stopped"
+    process = subprocess.Popen(
+        [*command, "--out", str(stopped)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
+    deadline = time.time() + 300
+    metrics = stopped / "metrics.jsonl"
+    while time.time() < deadline and process.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 4:  # 2 evals x 2 seeds
+            break
+        time.sleep(0.1)
+    assert process.poll() is None, "the run ended before it could be stopped"
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=300)
+    last_line = stderr.decode().strip().splitlines()[-1]
+    assert process.returncode == 143, stderr.decode()[-2000:]
+    assert last_line.startswith("igmda train: stopped by SIGTERM at t_env "), last_line
+    assert f"--resume {stopped}" in last_line
+    step = int(last_line.split("at t_env ")[1].split(";")[0])
+    assert 0 < step < 3000
+    saved = [int(p.name) for p in (stopped / "checkpoints").iterdir() if p.name.isdigit()]
+    assert saved == [step]
+    assert metric_rows(metrics)[-1]["t_env"] <= step
+
+    subprocess.run([*command, "--resume", str(stopped)], check=True, capture_output=True)
+    assert metric_rows(metrics) == uninterrupted_rows
 
 
 def test_qmix_learns_3m_at_full_sight(tmp_path: Path) -> None:

@@ -246,11 +246,13 @@ def keep_niceness(pid: int) -> None:
 class LocalLauncher:
     """Each task in a subprocess on this machine, its stdout/stderr appended to
     ``run_dir/log.txt``; each in its own process group (session), ended with SIGTERM (then
-    SIGKILL after ``grace_s``) when the iterator is closed or interrupted."""
+    SIGKILL after ``grace_s``) when the iterator is closed or interrupted. On SIGTERM a run
+    saves a checkpoint after its current chunk (igmda_jax/persist/stop_signals.py); ``grace_s``
+    leaves it time for one chunk of a large map on a busy CPU."""
 
     python: str = sys.executable
     poll_s: float = 0.5
-    grace_s: float = 10.0
+    grace_s: float = 60.0
 
     def start(
         self, task: RunTask, jobs: int = 1, env: Mapping[str, str] | None = None
@@ -284,6 +286,14 @@ class LocalLauncher:
 
     def stop(self, processes: Sequence[subprocess.Popen]) -> None:
         """SIGTERM each process group, then SIGKILL those alive after ``grace_s``."""
+        alive = sum(process.poll() is None for process in processes)
+        if alive:
+            print(
+                f"stopping {alive} run(s): each saves a checkpoint after its current chunk "
+                f"(killed after {self.grace_s:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
         for sig in (signal.SIGTERM, signal.SIGKILL):
             for process in processes:
                 if process.poll() is None:

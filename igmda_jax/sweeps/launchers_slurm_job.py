@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from igmda_jax.persist.stop_signals import STOPPED_EXIT_CODES
 from igmda_jax.sweeps.launchers import LocalLauncher, RunTask, xla_devices_env
 
 
@@ -73,23 +74,25 @@ class SlurmRun:
         self.__init__(**state)
 
     def __call__(self, task: RunTask) -> int:
-        """Run the task; its exit status. A child killed by a signal this job did not send
-        (SLURM's SIGTERM at preemption or time limit, the OOM killer) raises, after
-        ``signal_grace_s`` seconds in which submitit's requeue signal still requeues the job."""
+        """Run the task; its exit status. A child ended by a signal this job did not send
+        (SLURM's SIGTERM at preemption or time limit, after which the run saves a checkpoint and
+        exits 143; the OOM killer) raises, after ``signal_grace_s`` seconds in which submitit's
+        requeue signal still requeues the job."""
         start = functools.partial(LocalLauncher().start, task, env=job_devices_env())
         self._process = start_ignoring([requeue_signal()], start)
         # poll, not wait(): submitit's handler then runs outside Popen's lock and can stop it
         while (code := self._process.poll()) is None:
             time.sleep(self.poll_s)
-        if code < 0 and not self._stopping:
+        stopped = code < 0 or code in STOPPED_EXIT_CODES  # killed, or saved and stopped
+        if stopped and not self._stopping:
             time.sleep(self.signal_grace_s)
-            name = signal.Signals(-code).name
-            raise RuntimeError(f"{task.cell}: its run was killed by {name}; rerun igmda sweep")
+            name = signal.Signals(-code if code < 0 else code - 128).name
+            raise RuntimeError(f"{task.cell}: its run was stopped by {name}; rerun igmda sweep")
         return code
 
     def checkpoint(self, task: RunTask) -> Any:
-        """Stop the child (SIGTERM, SIGKILL after 10 s) and return this task as the
-        ``DelayedSubmission`` submitit requeues."""
+        """Stop the child (SIGTERM: it saves a checkpoint; SIGKILL after 60 s) and return this
+        task as the ``DelayedSubmission`` submitit requeues."""
         from submitit.helpers import DelayedSubmission
 
         self._stopping = True
