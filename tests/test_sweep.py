@@ -565,13 +565,16 @@ def test_a_niced_sweep_keeps_its_runs_niced_under_autogroup() -> None:
     script = (
         "import os, subprocess, sys\n"
         "from igmda_jax.sweeps.launchers import keep_niceness\n"
-        "os.nice(7)\n"
+        "niceness = os.nice(7)\n"
         "child = subprocess.Popen(['sleep', '5'], start_new_session=True)\n"
         "keep_niceness(child.pid)\n"
         "path = f'/proc/{child.pid}/autogroup'\n"
-        "print(open(path).read().split()[-1] if os.path.exists(path) else 'none')\n"
+        "print(niceness, open(path).read().split()[-1] if os.path.exists(path) else 'none')\n"
         "child.kill()\n"
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    autogroup = Path("/proc/self/autogroup")
-    assert out.stdout.strip() == ("7" if autogroup.exists() else "none"), out
+    niceness, autogroup_nice = out.stdout.split()
+    assert int(niceness) >= 7  # 7, or more where the tests themselves run niced
+    # a new session's autogroup starts at niceness 0: keep_niceness gave it the sweep's
+    expected = niceness if Path("/proc/self/autogroup").exists() else "none"
+    assert autogroup_nice == expected, out
