@@ -289,3 +289,36 @@ def test_a_larger_budget_resumes_an_imitation(expert_dir, imitation, tmp_path) -
     assert json.loads(after[-1])["t_env"] >= 3 * T_MAX
     _, state, _ = setup.restore_imitation(copy / "sight_0")
     assert same_tree(state.params["mixer"], setup.load_expert(expert_dir).params["mixer"])
+
+
+def _without_run_dirs(summary: dict) -> list[dict]:
+    return [{k: v for k, v in sight.items() if k != "run_dir"} for sight in summary["sight_ranges"]]
+
+
+def test_a_finished_sight_without_checkpoints_is_reused(expert_dir, imitation, tmp_path) -> None:
+    """A finished sight folder reduced to its small outputs (what a results folder keeps) is
+    reused without retraining or re-measuring, also with the expert's folder moved elsewhere:
+    the summary and values come back the same. With another --value-episodes it cannot
+    re-measure and says so."""
+    out, summary = imitation
+    copy, moved_expert = tmp_path / "out", tmp_path / "expert"
+    shutil.copytree(out, copy)
+    shutil.copytree(expert_dir, moved_expert)
+    for sight in ("sight_0", "sight_none"):
+        shutil.rmtree(copy / sight / "checkpoints")
+    before = {path.name: path.read_text() for path in (copy / "sight_0").iterdir()}
+    again = im.imitate(
+        moved_expert, SIGHTS, copy, t_max=T_MAX, overrides={"test_nepisode": 4},
+        value_episodes=4, progress=False,
+    )  # fmt: skip
+    after = {path.name: path.read_text() for path in (copy / "sight_0").iterdir()}
+    assert after == before  # nothing retrained, no checkpoint recreated
+    assert _without_run_dirs(again) == _without_run_dirs(summary)
+    assert json.loads((copy / "values.json").read_text()) == json.loads(
+        (out / "values.json").read_text()
+    )
+    with pytest.raises(im.ImitationError, match="without checkpoints.*--value-episodes"):
+        im.imitate(
+            moved_expert, SIGHTS, copy, t_max=T_MAX, overrides={"test_nepisode": 4},
+            value_episodes=5, progress=False,
+        )  # fmt: skip

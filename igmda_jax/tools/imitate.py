@@ -81,22 +81,48 @@ def _imitation_info(expert: Expert, config: Config) -> dict[str, Any]:
     }
 
 
+def _finished_without_checkpoints(folder: Path, config: Config) -> bool:
+    """True when ``folder`` holds a finished sight whose checkpoints were removed (its small
+    outputs kept, e.g. copied back from a results folder): values.json is written only after
+    training ended, and every seed's last metrics row reached ``t_max``."""
+    if (folder / "checkpoints").is_dir() or not (folder / "values.json").is_file():
+        return False
+    rows = read_metrics(folder) if (folder / "metrics.jsonl").is_file() else []
+    last_t_env = {row["seed"]: row["t_env"] for row in rows}
+    return len(last_t_env) == config.seeds and min(last_t_env.values()) >= config.t_max
+
+
+def _saved_values(folder: Path, value_episodes: int) -> dict[str, Any] | None:
+    """A finished sight's values.json when it was measured over ``value_episodes`` episodes
+    per seed (the learner is frozen once finished, so it would measure the same), else None."""
+    path = folder / "values.json"
+    if not path.is_file():
+        return None
+    saved = json.loads(path.read_text())
+    return saved if saved.get("episodes_per_seed") == value_episodes else None
+
+
 def _status(folder: Path, config: Config, info: dict[str, Any]) -> str:
     """'new' (no run in ``folder``), 'resume' (this imitation, unfinished: killed or a larger
-    ``t_max``) or 'done' (this imitation, finished: reused). FileExistsError when ``folder``
-    holds another run."""
+    ``t_max``) or 'done' (this imitation, finished: reused, from its checkpoints or, when those
+    were removed, from its metrics and values.json). FileExistsError when ``folder`` holds
+    another run."""
     config_path = folder / "config.json"
     if not config_path.exists():
         return "new"
     try:
         saved = with_defaults(json.loads(config_path.read_text()))
         check_compatible(saved, config.to_dict(), RESUMABLE_FIELDS)
-        check_compatible(json.loads((folder / "imitation.json").read_text()), info)
+        # the expert is identified by its config and step, not by where its folder lies
+        saved_info = json.loads((folder / "imitation.json").read_text())
+        check_compatible(saved_info, info, ignore=("expert_dir",))
     except (ValueError, FileNotFoundError) as error:
         raise FileExistsError(
             f"{folder} already holds a different run ({error}); remove it or choose another "
             "output folder"
         ) from None
+    if _finished_without_checkpoints(folder, config):
+        return "done"
     with CheckpointStore(folder / "checkpoints") as store:
         step = store.latest_step()
     return "done" if step is not None and step >= config.t_max else "resume"
@@ -153,14 +179,21 @@ def imitate(
                 initial_state=functools.partial(initial_state, config=config, expert=expert),
                 desc=f"imitate {config.alg} {config.map} sight {sight_label(config.sight_range)}",
             )
-        _, state, _ = restore_imitation(folder)
-        compiled = compile_trainer(config, env)
-        rows = read_metrics(folder)
-        sights.append(sight_summary(config, rows, folder))
-        sight_values = collect_values(compiled, state, config, value_episodes)
-        (folder / "values.json").write_text(json.dumps(sight_values, indent=1))
+        sights.append(sight_summary(config, read_metrics(folder), folder))
+        sight_values = _saved_values(folder, value_episodes) if status == "done" else None
+        if sight_values is None:
+            if not (folder / "checkpoints").is_dir():
+                raise ImitationError(
+                    f"{folder} is a finished imitation without checkpoints and its values.json "
+                    f"was not measured over {value_episodes} episodes per seed; rerun with its "
+                    "--value-episodes"
+                )
+            _, state, _ = restore_imitation(folder)
+            compiled = compile_trainer(config, env)
+            sight_values = collect_values(compiled, state, config, value_episodes)
+            (folder / "values.json").write_text(json.dumps(sight_values, indent=1))
+            del state
         values.append(sight_values)
-        del state
     summary = {
         "expert": {
             "run_dir": str(expert.run_dir),
