@@ -8,7 +8,8 @@ For each sweep file ``experiments/<sweep>.yaml``, the report commands its header
 lines ``#   igmda report ...`` or ``#   igmda imitate --report ...``, continued by trailing
 backslashes) are run in bash (their ``{a,b}`` braces expand there) with ``igmda`` meaning this
 Python's ``igmda_jax.cli``. A sweep none of whose own runs has finished yet, and a command whose
-input folders do not exist yet, are listed and left out. Then the generated
+input folders do not exist yet (or, for an imitation output folder, have no summary.json yet),
+are listed and left out. Then the generated
 blocks (between ``<!-- report_all:NAME:begin -->`` and ``<!-- report_all:NAME:end -->``) of
 results/RESULTS.md, README.md and experiments/README.md are rewritten:
 
@@ -85,6 +86,14 @@ def command_inputs(command: str, cwd: Path) -> list[str]:
             continue
         inputs.append(word)
     return inputs
+
+
+def ready(path: Path) -> bool:
+    """A report's input is there: it exists, and an imitation output folder (one with
+    ``sight_*`` folders, kept as fig3_lossy.sh finishes each learner) has its summary.json."""
+    if not path.exists():
+        return False
+    return not any(path.glob("sight_*")) or (path / "summary.json").is_file()
 
 
 def sweep_files(root: Path) -> list[Path]:
@@ -203,7 +212,8 @@ def write_blocks(root: Path) -> list[Path]:
 # ---------------------------------------------------------------------------------- main
 def regenerate(root: Path, write=print) -> bool:
     """Every sweep's report commands, then the blocks, in ``root``; False if a report failed.
-    A command whose input folders are not there yet (a sweep still running) is left out."""
+    A command whose input folders are not there yet or not complete (a sweep still running)
+    is left out."""
     ok = True
     for sweep_file in sweep_files(root):
         commands = report_commands(sweep_file)
@@ -215,9 +225,9 @@ def regenerate(root: Path, write=print) -> bool:
             write(f"{name}: left out until one of its own runs has finished")
             continue
         for command in commands:
-            missing = [path for path in command_inputs(command, root) if not (root / path).exists()]
+            missing = [path for path in command_inputs(command, root) if not ready(root / path)]
             if missing:
-                write(f"{name}: left out until {', '.join(missing)} exist: {command}")
+                write(f"{name}: left out until {', '.join(missing)} are complete: {command}")
                 continue
             result = run_report(command, root)
             if result.returncode != 0:

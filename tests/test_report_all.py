@@ -143,9 +143,13 @@ def test_regenerate_then_check_is_byte_identical(tmp_path: Path):
     lines: list[str] = []
     assert report_all.regenerate(tmp_path, lines.append), lines
     assert (tmp_path / "results" / "table1" / "curves.png").is_file()
-    assert "table1: left out until results/table1/imitate_none exist: igmda imitate --report " in (
-        "\n".join(lines)
-    )
+    left_out = "table1: left out until results/table1/imitate_none are complete: igmda imitate"
+    assert left_out in "\n".join(lines)
+    # an imitation folder with finished learners but no summary yet is not complete either
+    (tmp_path / "results" / "table1" / "imitate_none" / "sight_0").mkdir(parents=True)
+    lines.clear()
+    assert report_all.regenerate(tmp_path, lines.append), lines
+    assert left_out in "\n".join(lines)
     # a sweep whose own runs have not finished is not reported from table1's runs alone
     (tmp_path / "experiments" / "later.yaml").write_text(
         "#   igmda report results/table1/qmix_3s5z_sight0 results/later --out results/later\n"
