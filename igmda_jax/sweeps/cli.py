@@ -1,22 +1,25 @@
 """``igmda sweep``'s command: options in, runs started, exit status out.
 
 In: ``FILE.yaml [FILE.yaml ...] [--jobs N] [--dry-run] [--runs-dir D] [--results-dir D]
-[--only CELL_GLOB] [--launcher local|slurm|ray] [--no-wait] [--slurm-* ...] [--ray-* ...]``
+[--only CELL_GLOB] [--time-limit DURATION] [--launcher local|slurm|ray] [--no-wait] [--slurm-* ...] [--ray-* ...]``
 (``main``; ``sweeps.launcher_options`` turns the launcher options into a ``Launcher``). Each
 file is loaded and checked (``sweep.load_sweep``), the cells chosen by ``--only``, and a cell
 whose saved config drifted from its file refused. Out: with ``--dry-run``, each sweep's plan
 (``sweeps.plan.format_plan``) and nothing written; else each unfinished cell as a
 ``launchers.RunTask`` (the cell's Config fields as ``igmda train`` flags) handed to the
 launcher (processes here, SLURM jobs, Ray tasks) in one queue over all the files, in their
-order, a line per finished run and a progress line every minute. Exit status 0 when every
-selected run is done, 1 when some failed, 2 for a bad file or option (or a cluster that cannot
-be reached or refuses the jobs), 130 when stopped.
+order, a line per finished run and a progress line every minute. With ``--time-limit`` (local
+runs) a run starts only if it is estimated to end in the time left and the running ones are
+stopped at the limit. Exit status 0 when every selected run is done, 1 when some failed, 2 for
+a bad file or option (or a cluster that cannot be reached or refuses the jobs), 3 when
+``--time-limit`` left runs for a later call, 130 when stopped.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import fnmatch
 import signal
 import sys
@@ -35,16 +38,22 @@ from igmda_jax.sweeps.launchers import (
 )
 from igmda_jax.sweeps.plan import (
     COST_TABLE,
+    CellState,
     ProgressThread,
     cell_dirs,
+    cell_speed,
     cell_state,
     config_drift,
+    estimated_hours,
+    finished_hours,
     format_plan,
     load_speeds,
     result_line,
 )
 from igmda_jax.sweeps.run_folder import copy_small_outputs, read_metrics, write_if_changed
 from igmda_jax.sweeps.spec import Cell, Sweep, SweepError, load_sweep
+
+TIME_LIMITED = 3  # exit status: no run failed, but --time-limit left some for a later call
 
 
 def flag_args(name: str, value: Any) -> list[str]:
@@ -76,6 +85,49 @@ def make_task(sweep: Sweep, cell: Cell, runs_dir: Path, results_dir: Path) -> Ru
     )
 
 
+def parse_duration(text: str) -> float:
+    """Seconds in ``H:MM``, ``H:MM:SS`` or a number with a unit: ``150m``, ``2.5h``, ``900s``."""
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0}
+    try:
+        if ":" in text:
+            parts = [float(part) for part in text.split(":")]
+            if len(parts) not in (2, 3) or any(part < 0 for part in parts[1:]):
+                raise ValueError
+            seconds = sum(part * 60.0 ** (2 - i) for i, part in enumerate(parts))
+        else:
+            seconds = float(text[:-1]) * units[text[-1:]]
+    except (ValueError, KeyError):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is no duration: give H:MM, H:MM:SS, or a number with s, m or h"
+        ) from None
+    if not 0.0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: the time limit must be positive")
+    return seconds
+
+
+def time_limited(
+    launcher: LocalLauncher,
+    time_limit_s: float,
+    entries: Sequence[tuple[tuple[str, str], Cell, RunTask]],
+    states: dict[tuple[str, str], CellState],
+    results_dir: Path,
+) -> LocalLauncher:
+    """``launcher`` starting only the runs estimated to end within ``time_limit_s``
+    (``plan.estimated_hours``: finished runs of the same setup, else the measured speeds)."""
+    speeds = load_speeds(results_dir / COST_TABLE)
+    finished = finished_hours(results_dir)
+    seconds = {}
+    for key, cell, _ in entries:
+        hours = estimated_hours(cell, states[key], cell_speed(cell, speeds), finished)
+        seconds[key] = None if hours is None else hours * 3600.0
+    return dataclasses.replace(
+        launcher,
+        time_limit_s=time_limit_s,
+        estimate_s=lambda task: seconds[task.sweep, task.cell],
+        left=[],
+    )
+
+
 def run_sweeps(
     groups: Sequence[tuple[Sweep, Sequence[Cell]]],
     runs_dir: Path,
@@ -84,10 +136,12 @@ def run_sweeps(
     launcher: Launcher | None = None,
     progress_every: float = 60.0,
     write: Callable[[str], None] = lambda line: print(line, flush=True),
+    time_limit_s: float | None = None,
 ) -> int:
     """Bring the cells of every sweep to done through one queue, in the order given (a core
     freed at the end of one sweep starts the next sweep's runs); 0 when all are done, 1 when
-    some failed."""
+    some failed, ``TIME_LIMITED`` when none failed but ``time_limit_s`` (local launcher only)
+    left some for a later call."""
     launcher = LocalLauncher() if launcher is None else launcher
     several = len(groups) > 1
     entries = []  # ((sweep name, cell name), cell, task) in queue order
@@ -104,6 +158,10 @@ def run_sweeps(
         for (key, *_), (cell, r, d) in zip(entries, folders, strict=True)
     }
     todo = [task for key, _, task in entries if states[key].step != "done"]
+    if time_limit_s is not None:
+        if not isinstance(launcher, LocalLauncher):
+            raise LaunchError("--time-limit needs the local launcher")
+        launcher = time_limited(launcher, time_limit_s, entries, states, results_dir)
     describe = getattr(launcher, "describe", None)  # the SLURM and Ray launchers say how
     at_a_time = describe(jobs) if describe is not None else f"{jobs} at a time"
     for sweep, cells in groups:
@@ -148,6 +206,13 @@ def run_sweeps(
     finally:
         progress.stopped.set()
     write(progress.line())
+    left = list(getattr(launcher, "left", []))
+    if left:
+        write(
+            f"time limit: {len(left)} run(s) left for a later call (not started, estimated to "
+            f"end after the limit, or stopped at it with a checkpoint): "
+            + ", ".join(_shown((task.sweep, task.cell), several) for task in left)
+        )
     if failures:
         names = " ".join(sweep.name for sweep, _ in groups)
         print(
@@ -157,7 +222,7 @@ def run_sweeps(
             flush=True,
         )
         return 1
-    return 0
+    return TIME_LIMITED if left else 0
 
 
 def _shown(key: tuple[str, str], several: bool) -> str:
@@ -226,6 +291,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         metavar="CELL_GLOB",
         help="only the cells matching this glob (repeatable)",
     )
+    parser.add_argument(
+        "--time-limit",
+        type=parse_duration,
+        metavar="DURATION",
+        help="local launcher: start a run only if it is estimated to end within this time "
+        "(H:MM, H:MM:SS, 150m, 2.5h) from now, and stop the running ones at it (each saves a "
+        "checkpoint); exit status 3 when runs are left for a later call",
+    )
     add_launcher_args(parser)
     return parser.parse_args(list(argv))
 
@@ -273,7 +346,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        return run_sweeps(groups, runs_dir, results_dir, jobs=jobs, launcher=launcher)
+        return run_sweeps(
+            groups, runs_dir, results_dir, jobs=jobs, launcher=launcher,
+            time_limit_s=args.time_limit,
+        )  # fmt: skip
     except LaunchError as error:
         print(f"igmda sweep: {error}", file=sys.stderr)
         return 2

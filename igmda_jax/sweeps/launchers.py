@@ -43,7 +43,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -248,11 +248,20 @@ class LocalLauncher:
     ``run_dir/log.txt``; each in its own process group (session), ended with SIGTERM (then
     SIGKILL after ``grace_s``) when the iterator is closed or interrupted. On SIGTERM a run
     saves a checkpoint after its current chunk (igmda_jax/persist/stop_signals.py); ``grace_s``
-    leaves it time for one chunk of a large map on a busy CPU."""
+    leaves it time for one chunk of a large map on a busy CPU.
+
+    With ``time_limit_s`` (wall seconds from the start of ``run``, e.g. what is left of an
+    allocation), a task starts only when ``estimate_s(task)`` (None: unknown, started) fits in
+    the time left, the first that fits in queue order; at the limit the running tasks are
+    stopped as above. Tasks not started or stopped by the limit are not yielded: they are in
+    ``left`` (in queue order) when ``run`` ends."""
 
     python: str = sys.executable
     poll_s: float = 0.5
     grace_s: float = 60.0
+    time_limit_s: float | None = None
+    estimate_s: Callable[[RunTask], float | None] = lambda task: None
+    left: list[RunTask] = dataclasses.field(default_factory=list, compare=False)
 
     def start(
         self, task: RunTask, jobs: int = 1, env: Mapping[str, str] | None = None
@@ -303,11 +312,28 @@ class LocalLauncher:
             while time.monotonic() < deadline and any(p.poll() is None for p in processes):
                 time.sleep(0.1)
 
+    def fits(self, task: RunTask, seconds_left: float | None) -> bool:
+        """Whether ``task`` is estimated to end within ``seconds_left`` (None: no limit)."""
+        estimate = None if seconds_left is None else self.estimate_s(task)
+        return estimate is None or estimate <= seconds_left
+
     def run(self, tasks: Sequence[RunTask], jobs: int) -> Iterator[tuple[RunTask, int]]:
+        started = time.monotonic()
         pending = list(tasks)
         running: list[tuple[RunTask, subprocess.Popen]] = []
+        self.left.clear()
         try:
             while pending or running:
+                seconds_left = (
+                    None
+                    if self.time_limit_s is None
+                    else started + self.time_limit_s - time.monotonic()
+                )
+                if seconds_left is not None and seconds_left <= 0:
+                    break
+                # the time left only shrinks: a task that does not fit now never will
+                self.left.extend(task for task in pending if not self.fits(task, seconds_left))
+                pending = [task for task in pending if task not in self.left]
                 while pending and len(running) < jobs:
                     task = pending.pop(0)
                     running.append((task, self.start(task, jobs)))
@@ -318,6 +344,8 @@ class LocalLauncher:
                 if not ended:
                     time.sleep(self.poll_s)
         finally:
+            unfinished = [*self.left, *(task for task, _ in running), *pending]
+            self.left[:] = [task for task in tasks if task in unfinished]  # queue order
             self.stop([process for _, process in running])
 
 

@@ -180,6 +180,40 @@ def cell_hours(cell: Cell, state: CellState, speed: Speed | None) -> float | Non
     return (train + evaluations * per_episode * config.test_nepisode + final) / 3600.0
 
 
+def finished_hours(results_dir: Path) -> dict[tuple[str, str, int, int], list[float]]:
+    """Training hours (each run's own clock: its metrics' last ``wall_time``) of the finished
+    runs under ``results_dir`` (``<sweep>/<cell>/`` with a final_eval.json), by (alg, map,
+    seeds, t_max) of their config. Unreadable folders are skipped."""
+    hours: dict[tuple[str, str, int, int], list[float]] = {}
+    for final in sorted(results_dir.glob("*/*/final_eval.json")):
+        try:
+            config = json.loads((final.parent / "config.json").read_text())
+            rows = read_metrics(final.parent / "metrics.jsonl")
+            key = (config["alg"], config["map"], int(config["seeds"]), int(config["t_max"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        clock = max((float(row.get("wall_time", 0.0)) for row in rows), default=0.0)
+        if clock > 0.0:
+            hours.setdefault(key, []).append(clock / 3600.0)
+    return hours
+
+
+def estimated_hours(
+    cell: Cell,
+    state: CellState,
+    speed: Speed | None,
+    finished: dict[tuple[str, str, int, int], list[float]],
+) -> float | None:
+    """Hours the cell still needs: the mean training hours of finished runs of the same
+    algorithm, map, seeds and budget (``finished_hours``: measured under the load the queue
+    runs at), scaled to the env steps left, when there are such runs and the cell still trains;
+    else ``cell_hours`` at the measured ``speed``."""
+    same = finished.get((cell.alg, cell.map, cell.seeds, cell.t_max))
+    if state.step in ("start", "resume") and same:
+        return sum(same) / len(same) * (cell.t_max - state.t_env) / cell.t_max
+    return cell_hours(cell, state, speed)
+
+
 def state_text(state: CellState) -> str:
     """done (win 0.81) | evaluate | resume at 120000 | restart | new."""
     if state.final is not None:
