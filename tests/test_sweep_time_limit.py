@@ -16,7 +16,7 @@ import yaml
 
 from igmda_jax.sweeps.cli import TIME_LIMITED, make_task, parse_duration, run_sweeps
 from igmda_jax.sweeps.launchers import LaunchError, LocalLauncher, RunTask
-from igmda_jax.sweeps.plan import CellState, estimated_hours, finished_hours
+from igmda_jax.sweeps.plan import CellState, estimated_hours, finished_hours, format_plan
 from igmda_jax.sweeps.spec import parse_sweep
 
 GRID = """
@@ -70,6 +70,14 @@ def test_estimates_from_finished_runs_by_hand(tmp_path: Path) -> None:
     assert estimated_hours(cells["qmix"], CellState("start", 0, None), None, hours) == 1.5
     assert estimated_hours(cells["vdn"], resume, None, hours) is None  # no twin, no speed
     assert estimated_hours(cells["qmix"], CellState("done", 1000, {}), None, hours) == 0.0
+    # the dry-run shows the same estimates, marked, and says where they come from
+    sweep = parse_sweep(yaml.safe_load(GRID))
+    states = [resume if cell.alg == "qmix" else CellState("start", 0, None) for cell in sweep.cells]
+    plan = format_plan(sweep, sweep.cells, states, [], tmp_path / "none.json", 1, hours)
+    (qmix_row,) = [line for line in plan.splitlines() if line.startswith("qmix_3m")]
+    assert qmix_row.endswith("resume at 250         1.12+")
+    assert "+ the training clocks of finished runs" in plan
+    assert "plus 3 run(s) of unknown cost" in plan
 
 
 @dataclasses.dataclass(frozen=True)

@@ -337,12 +337,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.dry_run:
         table = results_dir / COST_TABLE
         speeds = load_speeds(table)
+        finished = finished_hours(results_dir)
         for sweep, cells in groups:
             states = [
                 cell_state(c, *cell_dirs(c, sweep.name, runs_dir, results_dir)) for c in cells
             ]
             at_once = jobs if jobs >= 1 else len(cells)  # Ray without --jobs: the cluster decides
-            print(format_plan(sweep, cells, states, speeds, table, at_once))
+            print(format_plan(sweep, cells, states, speeds, table, at_once, finished))
         return 0
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:

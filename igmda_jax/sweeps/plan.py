@@ -208,10 +208,18 @@ def estimated_hours(
     algorithm, map, seeds and budget (``finished_hours``: measured under the load the queue
     runs at), scaled to the env steps left, when there are such runs and the cell still trains;
     else ``cell_hours`` at the measured ``speed``."""
-    same = finished.get((cell.alg, cell.map, cell.seeds, cell.t_max))
-    if state.step in ("start", "resume") and same:
+    if from_finished(cell, state, finished):
+        same = finished[cell.alg, cell.map, cell.seeds, cell.t_max]
         return sum(same) / len(same) * (cell.t_max - state.t_env) / cell.t_max
     return cell_hours(cell, state, speed)
+
+
+def from_finished(
+    cell: Cell, state: CellState, finished: dict[tuple[str, str, int, int], list[float]]
+) -> bool:
+    """Whether ``estimated_hours`` takes the cell's hours from finished runs."""
+    key = (cell.alg, cell.map, cell.seeds, cell.t_max)
+    return state.step in ("start", "resume") and bool(finished.get(key))
 
 
 def state_text(state: CellState) -> str:
@@ -230,9 +238,12 @@ def format_plan(
     speeds: Sequence[dict[str, Any]],
     table: Path,
     jobs: int = 1,
+    finished: dict[tuple[str, str, int, int], list[float]] | None = None,
 ) -> str:
-    """The dry-run's table: each cell, its label, budget, state and estimated hours, a total
-    (run-hours, and the wall time with ``jobs`` runs at a time)."""
+    """The dry-run's table: each cell, its label, budget, state and estimated hours
+    (``estimated_hours``: from ``finished`` runs of the same setup, else the speed table), a
+    total (run-hours, and the wall time with ``jobs`` runs at a time)."""
+    finished = finished or {}
     name_w = max(len("cell"), *(len(c.name) for c in cells))
     label_w = max(len("label"), *(len(c.label) for c in cells))
     presets = ", ".join(sorted({c.preset for c in cells}))
@@ -243,18 +254,23 @@ def format_plan(
         f"{'cell':<{name_w}}  {'label':<{label_w}}  {'seeds':>5}  {'t_max':>10}  "
         f"{'state':<20}  est. h",
     ]
-    total, unknown, estimated, known_hours = 0.0, [], False, []
+    total, unknown, flags, known_hours = 0.0, [], set(), []
     for cell, state in zip(cells, states, strict=True):
         speed = cell_speed(cell, speeds)
-        hours = cell_hours(cell, state, speed)
+        hours = estimated_hours(cell, state, speed, finished)
         if hours is None:
             unknown.append(cell.name)
             cost = "?"
         else:
             total += hours
             known_hours.append(hours)
-            flag = "" if speed is None or speed.measured or state.step == "done" else "*"
-            estimated = estimated or bool(flag)
+            if state.step == "done":
+                flag = ""
+            elif from_finished(cell, state, finished):
+                flag = "+"
+            else:
+                flag = "" if speed is None or speed.measured else "*"
+            flags.add(flag)
             cost = f"{hours:.2f}{flag}"
         lines.append(
             f"{cell.name:<{name_w}}  {cell.label:<{label_w}}  {cell.seeds:>5}  {cell.t_max:>10}  "
@@ -277,7 +293,11 @@ def format_plan(
         f"total: {len(cells)} run(s), {done} done; {steps_left:,} env steps (x seeds) to go; "
         f"{cost}" + (f", plus {len(unknown)} run(s) of unknown cost" if unknown else "")
     )
-    if estimated:
+    if "+" in flags:
+        lines.append(
+            "+ the training clocks of finished runs of the same algorithm, map, seeds and budget"
+        )
+    if "*" in flags:
         lines.append(f"* estimated from other algorithms, seed counts or settings in {table}")
     if unknown:
         maps = sorted({c.map for c in cells if c.name in unknown})
