@@ -69,6 +69,11 @@ def test_estimates_from_finished_runs_by_hand(tmp_path: Path) -> None:
     assert estimated_hours(cells["qmix"], resume, None, hours) == pytest.approx(1.125)
     assert estimated_hours(cells["qmix"], CellState("start", 0, None), None, hours) == 1.5
     assert estimated_hours(cells["vdn"], resume, None, hours) is None  # no twin, no speed
+    # a -da cell takes its -bc sibling's clock when it has none of its own, a plain one does not
+    write_finished(tmp_path, "c/vdn-bc_3m", {**qmix, "alg": "vdn-bc"}, [1800.0])
+    hours = finished_hours(tmp_path)
+    assert estimated_hours(cells["vdn-da"], resume, None, hours) == pytest.approx(0.375)
+    assert estimated_hours(cells["vdn"], resume, None, hours) is None
     assert estimated_hours(cells["qmix"], CellState("done", 1000, {}), None, hours) == 0.0
     # the dry-run shows the same estimates, marked, and says where they come from
     sweep = parse_sweep(yaml.safe_load(GRID))
@@ -77,7 +82,7 @@ def test_estimates_from_finished_runs_by_hand(tmp_path: Path) -> None:
     (qmix_row,) = [line for line in plan.splitlines() if line.startswith("qmix_3m")]
     assert qmix_row.endswith("resume at 250         1.12+")
     assert "+ the training clocks of finished runs" in plan
-    assert "plus 3 run(s) of unknown cost" in plan
+    assert "plus 2 run(s) of unknown cost" in plan  # qmix-da and vdn; vdn-da has vdn-bc's
 
 
 @dataclasses.dataclass(frozen=True)

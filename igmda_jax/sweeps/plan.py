@@ -198,19 +198,33 @@ def finished_hours(results_dir: Path) -> dict[tuple[str, str, int, int], list[fl
     return hours
 
 
+def finished_twins(
+    cell: Cell, finished: dict[tuple[str, str, int, int], list[float]]
+) -> list[float]:
+    """The training hours of finished runs like ``cell``: of its algorithm, else of its -da/-bc
+    sibling (the same networks and update: ``qmix-bc`` for ``qmix-da`` and back), on its map
+    with its seeds and budget; [] when there are none."""
+    mixer, _, variant = cell.alg.partition("-")
+    siblings = [f"{mixer}-{other}" for other in ("da", "bc") if variant and other != variant]
+    for alg in (cell.alg, *siblings):
+        hours = finished.get((alg, cell.map, cell.seeds, cell.t_max))
+        if hours:
+            return hours
+    return []
+
+
 def estimated_hours(
     cell: Cell,
     state: CellState,
     speed: Speed | None,
     finished: dict[tuple[str, str, int, int], list[float]],
 ) -> float | None:
-    """Hours the cell still needs: the mean training hours of finished runs of the same
-    algorithm, map, seeds and budget (``finished_hours``: measured under the load the queue
-    runs at), scaled to the env steps left, when there are such runs and the cell still trains;
-    else ``cell_hours`` at the measured ``speed``."""
+    """Hours the cell still needs: the mean training hours of ``finished_twins`` (measured
+    under the load the queue runs at), scaled to the env steps left, when there are any and
+    the cell still trains; else ``cell_hours`` at the measured ``speed``."""
     if from_finished(cell, state, finished):
-        same = finished[cell.alg, cell.map, cell.seeds, cell.t_max]
-        return sum(same) / len(same) * (cell.t_max - state.t_env) / cell.t_max
+        twins = finished_twins(cell, finished)
+        return sum(twins) / len(twins) * (cell.t_max - state.t_env) / cell.t_max
     return cell_hours(cell, state, speed)
 
 
@@ -218,8 +232,7 @@ def from_finished(
     cell: Cell, state: CellState, finished: dict[tuple[str, str, int, int], list[float]]
 ) -> bool:
     """Whether ``estimated_hours`` takes the cell's hours from finished runs."""
-    key = (cell.alg, cell.map, cell.seeds, cell.t_max)
-    return state.step in ("start", "resume") and bool(finished.get(key))
+    return state.step in ("start", "resume") and bool(finished_twins(cell, finished))
 
 
 def state_text(state: CellState) -> str:
@@ -295,7 +308,8 @@ def format_plan(
     )
     if "+" in flags:
         lines.append(
-            "+ the training clocks of finished runs of the same algorithm, map, seeds and budget"
+            "+ the training clocks of finished runs of the same algorithm (or its -da/-bc "
+            "sibling), map, seeds and budget"
         )
     if "*" in flags:
         lines.append(f"* estimated from other algorithms, seed counts or settings in {table}")
