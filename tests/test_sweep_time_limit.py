@@ -145,6 +145,9 @@ def test_a_sweep_left_by_the_limit_exits_3_naming_its_runs(tmp_path: Path) -> No
         write=lines.append, progress_every=3600.0, time_limit_s=60.0,
     )  # fmt: skip
     assert code == TIME_LIMITED == 3
+    (limit,) = [line for line in lines if line.startswith("time limit 1m00s: a run starts")]
+    assert limit.endswith("estimates: qmix_3m_sight0 100h00m, qmix-da_3m_sight0 100h00m, "
+                          "vdn_3m_sight0 100h00m, vdn-da_3m_sight0 100h00m")  # fmt: skip
     (left,) = [line for line in lines if line.startswith("time limit:")]
     assert "4 run(s) left" in left and "qmix_3m_sight0, qmix-da_3m_sight0" in left
 

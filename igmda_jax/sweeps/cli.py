@@ -44,6 +44,7 @@ from igmda_jax.sweeps.plan import (
     cell_speed,
     cell_state,
     config_drift,
+    duration_text,
     estimated_hours,
     finished_hours,
     format_plan,
@@ -162,6 +163,14 @@ def run_sweeps(
         if not isinstance(launcher, LocalLauncher):
             raise LaunchError("--time-limit needs the local launcher")
         launcher = time_limited(launcher, time_limit_s, entries, states, results_dir)
+        estimates = ", ".join(
+            f"{_shown((task.sweep, task.cell), several)} {duration_text(launcher.estimate_s(task))}"
+            for task in todo
+        )
+        write(
+            f"time limit {duration_text(time_limit_s)}: a run starts only if its estimate ends "
+            f"before it (? = unknown: started); estimates: {estimates}"
+        )
     describe = getattr(launcher, "describe", None)  # the SLURM and Ray launchers say how
     at_a_time = describe(jobs) if describe is not None else f"{jobs} at a time"
     for sweep, cells in groups:
