@@ -1,7 +1,8 @@
 """``igmda sweep``'s command: options in, runs started, exit status out.
 
 In: ``FILE.yaml [FILE.yaml ...] [--jobs N] [--dry-run] [--runs-dir D] [--results-dir D]
-[--only CELL_GLOB] [--time-limit DURATION] [--launcher local|slurm|ray] [--no-wait] [--slurm-* ...] [--ray-* ...]``
+[--only CELL_GLOB] [--time-limit DURATION] [--launcher local|slurm|ray] [--no-wait]
+[--slurm-* ...] [--ray-* ...]``
 (``main``; ``sweeps.launcher_options`` turns the launcher options into a ``Launcher``). Each
 file is loaded and checked (``sweep.load_sweep``), the cells chosen by ``--only``, and a cell
 whose saved config drifted from its file refused. Out: with ``--dry-run``, each sweep's plan
