@@ -324,23 +324,21 @@ class LocalLauncher:
         self.left.clear()
         try:
             while pending or running:
-                seconds_left = (
-                    None
-                    if self.time_limit_s is None
-                    else started + self.time_limit_s - time.monotonic()
-                )
-                if seconds_left is not None and seconds_left <= 0:
-                    break
+                ended = [(task, p) for task, p in running if p.poll() is not None]
+                for task, process in ended:  # a run that ended at the limit still counts
+                    running.remove((task, process))
+                    yield task, int(process.returncode)
+                seconds_left = None
+                if self.time_limit_s is not None:
+                    seconds_left = started + self.time_limit_s - time.monotonic()
+                    if seconds_left <= 0:
+                        break
                 # the time left only shrinks: a task that does not fit now never will
                 self.left.extend(task for task in pending if not self.fits(task, seconds_left))
                 pending = [task for task in pending if task not in self.left]
                 while pending and len(running) < jobs:
                     task = pending.pop(0)
                     running.append((task, self.start(task, jobs)))
-                ended = [(task, p) for task, p in running if p.poll() is not None]
-                for task, process in ended:
-                    running.remove((task, process))
-                    yield task, int(process.returncode)
                 if not ended:
                     time.sleep(self.poll_s)
         finally:
