@@ -24,6 +24,8 @@ from igmda_jax.core.presets import MAIN_JOB, make_config, with_defaults
 from igmda_jax.sweeps.run_folder import latest_t_env, next_step, read_metrics
 from igmda_jax.sweeps.spec import Cell, Sweep
 
+# training hours of finished runs by (alg, map, seeds, t_max): ``finished_hours``
+FinishedHours = dict[tuple[str, str, int, int], list[float]]
 TABLE_TEST_EPISODES = 32  # test_nepisode of the runs experiments/table1_cost.py times
 COST_TABLE = "table1_cost.json"
 
@@ -180,11 +182,11 @@ def cell_hours(cell: Cell, state: CellState, speed: Speed | None) -> float | Non
     return (train + evaluations * per_episode * config.test_nepisode + final) / 3600.0
 
 
-def finished_hours(results_dir: Path) -> dict[tuple[str, str, int, int], list[float]]:
+def finished_hours(results_dir: Path) -> FinishedHours:
     """Training hours (each run's own clock: its metrics' last ``wall_time``) of the finished
     runs under ``results_dir`` (``<sweep>/<cell>/`` with a final_eval.json), by (alg, map,
     seeds, t_max) of their config. Unreadable folders are skipped."""
-    hours: dict[tuple[str, str, int, int], list[float]] = {}
+    hours: FinishedHours = {}
     for final in sorted(results_dir.glob("*/*/final_eval.json")):
         try:
             config = json.loads((final.parent / "config.json").read_text())
@@ -198,9 +200,7 @@ def finished_hours(results_dir: Path) -> dict[tuple[str, str, int, int], list[fl
     return hours
 
 
-def finished_twins(
-    cell: Cell, finished: dict[tuple[str, str, int, int], list[float]]
-) -> list[float]:
+def finished_twins(cell: Cell, finished: FinishedHours) -> list[float]:
     """The training hours of finished runs like ``cell``: of its algorithm, else of its -da/-bc
     sibling (the same networks and update: ``qmix-bc`` for ``qmix-da`` and back), on its map
     with its seeds and budget; [] when there are none."""
@@ -217,7 +217,7 @@ def estimated_hours(
     cell: Cell,
     state: CellState,
     speed: Speed | None,
-    finished: dict[tuple[str, str, int, int], list[float]],
+    finished: FinishedHours,
 ) -> float | None:
     """Hours the cell still needs: the mean training hours of ``finished_twins`` (measured
     under the load the queue runs at), scaled to the env steps left, when there are any and
@@ -228,9 +228,7 @@ def estimated_hours(
     return cell_hours(cell, state, speed)
 
 
-def from_finished(
-    cell: Cell, state: CellState, finished: dict[tuple[str, str, int, int], list[float]]
-) -> bool:
+def from_finished(cell: Cell, state: CellState, finished: FinishedHours) -> bool:
     """Whether ``estimated_hours`` takes the cell's hours from finished runs."""
     return state.step in ("start", "resume") and bool(finished_twins(cell, finished))
 
@@ -251,7 +249,7 @@ def format_plan(
     speeds: Sequence[dict[str, Any]],
     table: Path,
     jobs: int = 1,
-    finished: dict[tuple[str, str, int, int], list[float]] | None = None,
+    finished: FinishedHours | None = None,
 ) -> str:
     """The dry-run's table: each cell, its label, budget, state and estimated hours
     (``estimated_hours``: from ``finished`` runs of the same setup, else the speed table), a
