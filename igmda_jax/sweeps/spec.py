@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
 import os
 import re
@@ -368,9 +369,11 @@ def _as_dict(value: Any) -> dict[str, Any]:
     return value
 
 
-def registered_maps() -> list[str]:
+@functools.cache
+def registered_maps() -> tuple[str, ...]:
     """``envs.list_maps()``, asked of a subprocess on the CPU: importing the environments
-    starts JAX's backends (on a GPU, a share of its memory), which the sweep keeps for its runs."""
+    starts JAX's backends (on a GPU, a share of its memory), which the sweep keeps for its runs.
+    Asked once per process (a few seconds each): every sweep file of a call shares the answer."""
     code = "import json, envs; print(json.dumps(envs.list_maps()))"
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
     result = subprocess.run(
@@ -379,7 +382,7 @@ def registered_maps() -> list[str]:
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
         raise SweepError(f"cannot list the maps (python -c 'import envs' failed: {last})")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return tuple(json.loads(result.stdout.strip().splitlines()[-1]))
 
 
 def check_maps(sweep: Sweep, maps: Sequence[str]) -> None:
