@@ -76,7 +76,8 @@ def random_command(
 
 
 IMITATE_HELP = """usage: igmda imitate --expert RUN_DIR --sight-range S [S ...] --t-max N [--out DIR]
-                        [--value-episodes N] [--no-progress] [Config overrides]
+                        [--value-episodes N] [--final-eval-episodes N] [--no-progress]
+                        [Config overrides]
        igmda imitate --report OUT [OUT ...]
 
 Freeze the agent and mixer of a trained run (RUN_DIR, made by `igmda train`) and train fresh
@@ -91,6 +92,9 @@ OUT from its JSON files and OUT/sight_<S>/metrics.jsonl: no training, no checkpo
   --t-max N              env steps per sight range and seed (2e5 accepted)
   --out DIR              default: RUN_DIR/imitate
   --value-episodes N     greedy episodes per seed for the value distributions (default 32)
+  --final-eval-episodes N
+                         greedy episodes per seed of the final evaluation of learners and
+                         expert, the win rates of the summary (default 320, as a sweep's)
   --no-progress          no progress bar
 Any other Config field overrides the expert's config for the learners, e.g. --seeds 2 (the
 expert's first 2 seeds; learner seed k imitates expert seed k), --seed, --test-interval,
@@ -121,6 +125,7 @@ def imitate_command(argv: list[str]) -> None:
     head.add_argument("--t-max", required=True)
     head.add_argument("--out", default=None)
     head.add_argument("--value-episodes", type=int, default=32)
+    head.add_argument("--final-eval-episodes", type=int, default=320)
     head.add_argument("--no-progress", action="store_true")
     known, rest = head.parse_known_args(argv)
     try:
@@ -166,6 +171,7 @@ def imitate_command(argv: list[str]) -> None:
             t_max=int(t_max),
             overrides=overrides,
             value_episodes=known.value_episodes,
+            final_eval_episodes=known.final_eval_episodes,
             progress=not known.no_progress,
         )
     except (ImitationError, ConfigError, FileNotFoundError, FileExistsError) as error:

@@ -204,6 +204,9 @@ def seed_keys(config: Config) -> jax.Array:
     return jnp.stack([jax.random.PRNGKey(config.seed + i) for i in range(config.seeds)])
 
 
+FINAL_EVALUATION_INDEX = 1_000_000  # the evaluation keys of `igmda eval` and of final evaluations
+
+
 def evaluation_keys(config: Config, index: int) -> jax.Array:
     """Keys of evaluation ``index``, independent of training: [seeds, 2]."""
     return jnp.stack(

@@ -27,6 +27,7 @@ from igmda_jax.tools import imitate as im
 from igmda_jax.tools import imitation_report as report
 from igmda_jax.tools import imitation_setup as setup
 from igmda_jax.tools import imitation_values
+from igmda_jax.tools.evaluate import evaluate_run
 
 TINY = dict(
     n_envs=4,
@@ -41,6 +42,7 @@ TINY = dict(
 )
 T_MAX = 150  # hidden_cue: 6 steps x 4 envs x 4 iterations = 96 steps per chunk -> 2 chunks
 SIGHTS = [0.0, None]
+FINAL_EPISODES = 6  # the final evaluation's episodes per seed (not the tests' 4)
 
 
 def same_tree(a, b) -> bool:
@@ -69,6 +71,7 @@ def imitation(expert_dir: Path, tmp_path_factory) -> tuple[Path, dict]:
         t_max=T_MAX,
         overrides={"test_nepisode": 4},
         value_episodes=4,
+        final_eval_episodes=FINAL_EPISODES,
         progress=False,
     )
     return out, summary
@@ -144,7 +147,7 @@ def test_imitation_keeps_expert_frozen_and_trains_learners(expert_dir, imitation
             assert not same_tree(learned, initial)
 
 
-def test_imitation_outputs(imitation) -> None:
+def test_imitation_outputs(expert_dir, imitation) -> None:
     out, summary = imitation
     for name in (
         "summary.json",
@@ -167,8 +170,20 @@ def test_imitation_outputs(imitation) -> None:
             assert seed["t_env"] >= T_MAX
         rows = [json.loads(line) for line in (Path(s["run_dir"]) / "metrics.jsonl").open()]
         assert {"win_rate", "expert_win_rate", "imitation_accuracy", "agreement"} <= set(rows[-1])
-    # the same frozen expert on the same evaluation episodes, whatever the learners' sight
+    for s in sights:  # the summary's win rates are the final evaluation's
+        final = json.loads((Path(s["run_dir"]) / "final_eval.json").read_text())
+        assert final["episodes_per_seed"] == s["final_eval_episodes"] == FINAL_EPISODES
+        assert [seed["learner_win_rate"] for seed in s["per_seed"]] == final["win_rate_per_seed"]
+        assert [seed["expert_win_rate"] for seed in s["per_seed"]] == final[
+            "expert_win_rate_per_seed"
+        ]
+    # the same frozen expert on the same evaluation episodes, whatever the learners' sight, and
+    # as `igmda eval` of the expert's own run folder plays them
     assert sights[0]["expert_win_rate"] == sights[1]["expert_win_rate"]
+    own = evaluate_run(expert_dir, episodes=FINAL_EPISODES)
+    assert [seed["expert_win_rate"] for seed in sights[0]["per_seed"]] == own["win_rate_per_seed"]
+    final = json.loads((Path(sights[0]["run_dir"]) / "final_eval.json").read_text())
+    np.testing.assert_allclose(final["expert_return_per_seed"], own["return_per_seed"], rtol=1e-6)
     with (out / "summary.csv").open() as f:
         table = list(csv.DictReader(f))
     assert len(table) == 2 * 3 and [row["seed"] for row in table[:3]] == ["0", "1", "mean"]
@@ -199,17 +214,14 @@ def test_report_redraws_every_table_and_figure_from_the_json_files(imitation, tm
     assert "sights 0, none" in capsys.readouterr().out
     for name in REDRAWN:
         assert (copy / name).read_bytes() == (out / name).read_bytes(), name
-    # RESULTS.md's learner column against the last evaluation rows of metrics.jsonl
+    # RESULTS.md's learner column against each sight's final_eval.json
     text = (copy / "RESULTS.md").read_text()
+    assert f"final evaluation of {FINAL_EPISODES} episodes per seed" in text
     for sight in SIGHTS:
-        rows = [
-            json.loads(line)
-            for line in (out / f"sight_{report.sight_label(sight)}" / "metrics.jsonl").open()
-        ]
-        last = rows[-2:]  # 2 seeds
-        mean = 100 * np.mean([row["win_rate"] for row in last])
-        seeds = " ".join(f"{100 * row['win_rate']:.1f}" for row in last)
-        assert f"| {report.sight_label(sight)} | {mean:.1f} ({seeds}) |" in text
+        folder = out / f"sight_{report.sight_label(sight)}"
+        learner = json.loads((folder / "final_eval.json").read_text())["win_rate_per_seed"]
+        seeds = " ".join(f"{100 * rate:.1f}" for rate in learner)
+        assert f"| {report.sight_label(sight)} | {100 * np.mean(learner):.1f} ({seeds}) |" in text
 
 
 def test_report_refuses_a_folder_that_is_no_imitation_output(tmp_path, capsys) -> None:
@@ -226,7 +238,16 @@ def test_cli_rerun_reuses_finished_sights(expert_dir, imitation, capsys) -> None
     before = (out / "sight_0" / "metrics.jsonl").read_text()
     args = ["imitate", "--expert", str(expert_dir), "--sight-range", "0", "none"]
     args += ["--t-max", f"{T_MAX:e}", "--out", str(out), "--test-nepisode", "4"]
-    main([*args, "--value-episodes", "4", "--no-progress"])
+    main(
+        [
+            *args,
+            "--value-episodes",
+            "4",
+            "--final-eval-episodes",
+            f"{FINAL_EPISODES}",
+            "--no-progress",
+        ]
+    )
     printed = capsys.readouterr().out
     assert "learner win" in printed and "sight_none" in printed
     assert (out / "sight_0" / "metrics.jsonl").read_text() == before  # not retrained
@@ -282,7 +303,7 @@ def test_a_larger_budget_resumes_an_imitation(expert_dir, imitation, tmp_path) -
     before = (copy / "sight_0" / "metrics.jsonl").read_text().splitlines()
     im.imitate(
         expert_dir, [0.0], copy, t_max=3 * T_MAX, overrides={"test_nepisode": 4},
-        value_episodes=4, progress=False,
+        value_episodes=4, final_eval_episodes=FINAL_EPISODES, progress=False,
     )  # fmt: skip
     after = (copy / "sight_0" / "metrics.jsonl").read_text().splitlines()
     assert after[: len(before)] == before and len(after) > len(before)
@@ -309,7 +330,7 @@ def test_a_finished_sight_without_checkpoints_is_reused(expert_dir, imitation, t
     before = {path.name: path.read_text() for path in (copy / "sight_0").iterdir()}
     again = im.imitate(
         moved_expert, SIGHTS, copy, t_max=T_MAX, overrides={"test_nepisode": 4},
-        value_episodes=4, progress=False,
+        value_episodes=4, final_eval_episodes=FINAL_EPISODES, progress=False,
     )  # fmt: skip
     after = {path.name: path.read_text() for path in (copy / "sight_0").iterdir()}
     assert after == before  # nothing retrained, no checkpoint recreated
@@ -317,8 +338,9 @@ def test_a_finished_sight_without_checkpoints_is_reused(expert_dir, imitation, t
     assert json.loads((copy / "values.json").read_text()) == json.loads(
         (out / "values.json").read_text()
     )
-    with pytest.raises(im.ImitationError, match="without checkpoints.*--value-episodes"):
-        im.imitate(
-            moved_expert, SIGHTS, copy, t_max=T_MAX, overrides={"test_nepisode": 4},
-            value_episodes=5, progress=False,
-        )  # fmt: skip
+    for flag, episodes in (("--value-episodes", (5, FINAL_EPISODES)), ("--final-eval", (4, 7))):
+        with pytest.raises(im.ImitationError, match=f"without checkpoints.*{flag}"):
+            im.imitate(
+                moved_expert, SIGHTS, copy, t_max=T_MAX, overrides={"test_nepisode": 4},
+                value_episodes=episodes[0], final_eval_episodes=episodes[1], progress=False,
+            )  # fmt: skip

@@ -10,6 +10,7 @@ import jax
 import numpy as np
 
 from igmda_jax.compiled import (
+    FINAL_EVALUATION_INDEX,
     SEED_AXIS,
     compile_backend,
     evaluation_keys,
@@ -72,7 +73,7 @@ def evaluate_run(
         try:
             restored, _ = store.restore(None, compiled.state_like(seed_keys(config)))
             state = compiled.place(restored)
-            keys = evaluation_keys(config, 1_000_000)
+            keys = evaluation_keys(config, FINAL_EVALUATION_INDEX)
             result = jax.device_get(compiled.evaluate(state, keys, actor))
             if save_replay is not None:
                 Path(save_replay).mkdir(parents=True, exist_ok=True)

@@ -16,9 +16,10 @@ the expert too: its own expert (``agent``) and mixer are used with the view it w
 Output folder::
 
     OUT/sight_<s>/       one run folder per sight range (config.json, imitation.json,
-                         metrics.jsonl, checkpoints/, values.json)
-    OUT/summary.json     final learner / expert greedy win rates, imitation accuracy, test-time
-    OUT/summary.csv      agreement, per seed and mean, per sight range
+                         metrics.jsonl, checkpoints/, values.json, final_eval.json)
+    OUT/summary.json     learner / expert greedy win rates of the final evaluation (320
+    OUT/summary.csv      episodes per seed by default, as a sweep's), imitation accuracy and
+                         test-time agreement, per seed and mean, per sight range
     OUT/values.json      per-action value distributions of expert and learner (all sights)
     OUT/values.png       ... as in the paper's Fig. 3b
     OUT/curves.png       learner win rate over env steps per sight range, expert as reference
@@ -33,15 +34,20 @@ and ``seed`` overrides select a contiguous subset of the expert run's seeds.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from igmda_jax.compiled import compile_trainer
+import numpy as np
+
+from igmda_jax.compiled import FINAL_EVALUATION_INDEX, compile_trainer, evaluation_keys
 from igmda_jax.core.config import RESUMABLE_FIELDS, Config
 from igmda_jax.core.presets import with_defaults
+from igmda_jax.fused.distributed import fetch
+from igmda_jax.fused.train import TrainState
 from igmda_jax.persist.checkpoint import CheckpointStore, check_compatible
 from igmda_jax.run import run
 from igmda_jax.tools.imitation_report import (
@@ -92,14 +98,35 @@ def _finished_without_checkpoints(folder: Path, config: Config) -> bool:
     return len(last_t_env) == config.seeds and min(last_t_env.values()) >= config.t_max
 
 
-def _saved_values(folder: Path, value_episodes: int) -> dict[str, Any] | None:
-    """A finished sight's values.json when it was measured over ``value_episodes`` episodes
-    per seed (the learner is frozen once finished, so it would measure the same), else None."""
-    path = folder / "values.json"
+def _saved_measurement(path: Path, episodes: int) -> dict[str, Any] | None:
+    """A finished sight's values.json or final_eval.json when it was measured over ``episodes``
+    episodes per seed (the learner is frozen once finished, so it would measure the same), else
+    None."""
     if not path.is_file():
         return None
     saved = json.loads(path.read_text())
-    return saved if saved.get("episodes_per_seed") == value_episodes else None
+    return saved if saved.get("episodes_per_seed") == episodes else None
+
+
+def final_evaluation(config: Config, env: Any, state: TrainState, episodes: int) -> dict[str, Any]:
+    """Greedy win rates of the finished learners (the deployed policy) and of the frozen expert,
+    ``episodes`` episodes per seed on the keys of ``igmda eval``: the statistic of a sweep's
+    final_eval.json, not the last test evaluation's few episodes. ``state``: [seeds, ...]."""
+    eval_config = dataclasses.replace(config, test_nepisode=episodes)
+    compiled = compile_trainer(eval_config, env)
+    state = compiled.place(state)
+    keys = evaluation_keys(eval_config, FINAL_EVALUATION_INDEX)
+    learner = fetch(compiled.evaluate(state, keys, "deployed"))
+    expert = fetch(compiled.evaluate(state, keys, "expert"))
+    return {
+        "episodes_per_seed": episodes,
+        "seeds": [config.seed + i for i in range(config.seeds)],
+        "t_env": int(np.min(fetch(state.t_env))),
+        "win_rate_per_seed": np.asarray(learner["win_rate"]).tolist(),
+        "expert_win_rate_per_seed": np.asarray(expert["win_rate"]).tolist(),
+        "return_per_seed": np.asarray(learner["return"]).tolist(),
+        "expert_return_per_seed": np.asarray(expert["return"]).tolist(),
+    }
 
 
 def _status(folder: Path, config: Config, info: dict[str, Any]) -> str:
@@ -128,6 +155,45 @@ def _status(folder: Path, config: Config, info: dict[str, Any]) -> str:
     return "done" if step is not None and step >= config.t_max else "resume"
 
 
+MEASUREMENT_FLAGS = {"values.json": "--value-episodes", "final_eval.json": "--final-eval-episodes"}
+
+
+def _measurements(
+    folder: Path,
+    config: Config,
+    env: Any,
+    status: str,
+    value_episodes: int,
+    final_eval_episodes: int,
+) -> dict[str, dict[str, Any]]:
+    """A trained sight's values.json and final_eval.json: the saved ones when a finished sight
+    was measured over the same episodes, else measured from its checkpoint and written."""
+    episodes = {"values.json": value_episodes, "final_eval.json": final_eval_episodes}
+    measured = {
+        name: _saved_measurement(folder / name, n) if status == "done" else None
+        for name, n in episodes.items()
+    }
+    missing = [name for name, saved in measured.items() if saved is None]
+    if not missing:
+        return measured
+    if not (folder / "checkpoints").is_dir():
+        name = missing[0]
+        raise ImitationError(
+            f"{folder} is a finished imitation without checkpoints and its {name} was not "
+            f"measured over {episodes[name]} episodes per seed; rerun with its "
+            f"{MEASUREMENT_FLAGS[name]}"
+        )
+    _, state, _ = restore_imitation(folder)
+    if "values.json" in missing:
+        compiled = compile_trainer(config, env)
+        measured["values.json"] = collect_values(compiled, state, config, value_episodes)
+    if "final_eval.json" in missing:
+        measured["final_eval.json"] = final_evaluation(config, env, state, final_eval_episodes)
+    for name in missing:
+        (folder / name).write_text(json.dumps(measured[name], indent=1))
+    return measured
+
+
 def imitate(
     expert_dir: str | Path,
     sight_ranges: Sequence[float | None],
@@ -136,6 +202,7 @@ def imitate(
     t_max: int,
     overrides: Mapping[str, Any] | None = None,
     value_episodes: int = 32,
+    final_eval_episodes: int = 320,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train learners at each of ``sight_ranges`` by imitating the frozen expert of
@@ -144,14 +211,17 @@ def imitate(
     ``overrides``: Config fields for the learners' runs (``seeds``, ``seed``, ``lr``,
     ``test_interval``, ``epsilon_start``, ``alg`` = ``<mixer>-bc`` for behaviour cloning, ...).
     A sight folder that already holds this exact, finished imitation is reused, not retrained.
+    ``value_episodes`` / ``final_eval_episodes``: greedy episodes per seed for the value
+    distributions and for the final evaluation of learners and expert.
     """
     sight_ranges = [parse_sight_range(s) for s in sight_ranges]
     if not sight_ranges:
         raise ImitationError("give at least one sight range")
     if len({sight_label(s) for s in sight_ranges}) != len(sight_ranges):
         raise ImitationError(f"sight ranges repeat: {sight_ranges}")
-    if value_episodes < 1:
-        raise ImitationError(f"value_episodes must be >= 1, got {value_episodes}")
+    for name, episodes in (("value", value_episodes), ("final_eval", final_eval_episodes)):
+        if episodes < 1:
+            raise ImitationError(f"{name}_episodes must be >= 1, got {episodes}")
     # every check that needs no parameters first, then the (possibly large) expert checkpoint
     light = read_expert(expert_dir)
     out = Path(out_dir)
@@ -179,21 +249,11 @@ def imitate(
                 initial_state=functools.partial(initial_state, config=config, expert=expert),
                 desc=f"imitate {config.alg} {config.map} sight {sight_label(config.sight_range)}",
             )
-        sights.append(sight_summary(config, read_metrics(folder), folder))
-        sight_values = _saved_values(folder, value_episodes) if status == "done" else None
-        if sight_values is None:
-            if not (folder / "checkpoints").is_dir():
-                raise ImitationError(
-                    f"{folder} is a finished imitation without checkpoints and its values.json "
-                    f"was not measured over {value_episodes} episodes per seed; rerun with its "
-                    "--value-episodes"
-                )
-            _, state, _ = restore_imitation(folder)
-            compiled = compile_trainer(config, env)
-            sight_values = collect_values(compiled, state, config, value_episodes)
-            (folder / "values.json").write_text(json.dumps(sight_values, indent=1))
-            del state
-        values.append(sight_values)
+        measured = _measurements(folder, config, env, status, value_episodes, final_eval_episodes)
+        sights.append(
+            sight_summary(config, read_metrics(folder), folder, measured["final_eval.json"])
+        )
+        values.append(measured["values.json"])
     summary = {
         "expert": {
             "run_dir": str(expert.run_dir),

@@ -46,20 +46,33 @@ def _mean(values: Iterable[float | None]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def sight_summary(config: Config, rows: list[dict[str, Any]], folder: Path) -> dict[str, Any]:
+def sight_summary(
+    config: Config,
+    rows: list[dict[str, Any]],
+    folder: Path,
+    final_eval: Mapping[str, Any],
+) -> dict[str, Any]:
+    """One sight range's summary: learner and expert greedy win rates of ``final_eval`` (the
+    sight's final_eval.json), imitation accuracy and agreement of the last test evaluation
+    (``rows``' last row per seed), per seed and their means."""
     final = rows[-config.seeds :]
+    if [row["seed"] for row in final] != final_eval["seeds"]:
+        raise ImitationReportError(
+            f"{folder}: final_eval.json's seeds {final_eval['seeds']} are not the last "
+            f"evaluation's {[row['seed'] for row in final]}"
+        )
     per_seed = [
         {
             "seed": row["seed"],
             "t_env": row["t_env"],
-            "learner_win_rate": row["win_rate"],
-            "expert_win_rate": row.get("expert_win_rate"),
+            "learner_win_rate": final_eval["win_rate_per_seed"][k],
+            "expert_win_rate": final_eval["expert_win_rate_per_seed"][k],
             "imitation_accuracy": row.get("imitation_accuracy"),
             "imitation_loss": row.get("imitation_loss"),
             "agreement": row.get("agreement"),
             "updates": row.get("train_updates"),
         }
-        for row in final
+        for k, row in enumerate(final)
     ]
     means = {
         key: _mean(seed[key] for seed in per_seed)
@@ -76,6 +89,7 @@ def sight_summary(config: Config, rows: list[dict[str, Any]], folder: Path) -> d
         "run_dir": str(folder),
         "alg": config.alg,
         "t_env": min(seed["t_env"] for seed in per_seed),
+        "final_eval_episodes": final_eval["episodes_per_seed"],
         **means,
         "per_seed": per_seed,
     }
@@ -87,6 +101,7 @@ CSV_COLUMNS = (
     "t_env",
     "learner_win_rate",
     "expert_win_rate",
+    "final_eval_episodes",
     "imitation_accuracy",
     "imitation_loss",
     "agreement",
@@ -99,8 +114,9 @@ def write_summary_csv(path: Path, sights: list[dict[str, Any]]) -> None:
         writer.writeheader()
         for sight in sights:
             label = sight_label(sight["sight_range"])
+            episodes = sight.get("final_eval_episodes")
             for seed in sight["per_seed"]:
-                writer.writerow({**seed, "sight_range": label})
+                writer.writerow({**seed, "sight_range": label, "final_eval_episodes": episodes})
             writer.writerow({**sight, "sight_range": label, "seed": "mean"})
 
 
@@ -192,7 +208,8 @@ def format_table(summary: Mapping[str, Any]) -> str:
     )
     lines = [
         f"expert {expert['alg']} on {expert['map']} ({view}, {expert['seeds']} seed(s)); "
-        f"learners {summary['learner_alg']}, t_max {summary['t_max']}",
+        f"learners {summary['learner_alg']}, t_max {summary['t_max']}; win rates "
+        f"{_final_eval_words(summary)}",
         f"{'sight':>6} {'seeds':>5} {'learner win':>11} {'expert win':>10} "
         f"{'imit. acc':>9} {'agreement':>9}  run folder",
     ]
@@ -213,6 +230,16 @@ def _per_seed(sight: Mapping[str, Any], key: str) -> str:
     """Mean over seeds (each seed), in %."""
     seeds = " ".join(_percent(seed[key]) for seed in sight["per_seed"])
     return f"{_percent(sight[key])} ({seeds})"
+
+
+def _final_eval_words(summary: Mapping[str, Any]) -> str:
+    """How the win rates were measured, e.g. 'greedy, final evaluation of 320 episodes per
+    seed' (a summary from before final evaluations: 'greedy, at the last test evaluation')."""
+    episodes = sorted({s.get("final_eval_episodes") for s in summary["sight_ranges"]}, key=str)
+    if episodes == [None]:
+        return "greedy, at the last test evaluation"
+    counts = " / ".join("-" if n is None else str(n) for n in episodes)
+    return f"greedy, final evaluation of {counts} episodes per seed"
 
 
 def results_markdown(summary: Mapping[str, Any]) -> str:
@@ -251,10 +278,10 @@ def results_markdown(summary: Mapping[str, Any]) -> str:
         )
     lines += [
         "",
-        "Final greedy win rates at the last evaluation, mean over seeds (each seed). Imitation "
+        f"Win rates: {_final_eval_words(summary)}, mean over seeds (each seed). Imitation "
         "accuracy: the share of training decisions where the learner's greedy action is the "
-        "expert's; agreement: the same at test time, with the learner acting. Sight `none`: "
-        "each unit type's own SMAX sight.",
+        "expert's; agreement: the same at test time, with the learner acting (both at the last "
+        "test evaluation). Sight `none`: each unit type's own SMAX sight.",
         "",
         "![learner win rate over env steps per sight range](curves.png)",
         "",

@@ -24,7 +24,7 @@ from jax.sharding import SingleDeviceSharding
 
 from envs.smax import N_MOVE_ACTIONS, SmaxEnv
 from envs.smax_maps import MAPS as SMAX_MAPS
-from igmda_jax.compiled import evaluation_keys, make_env, seed_keys
+from igmda_jax.compiled import FINAL_EVALUATION_INDEX, evaluation_keys, make_env, seed_keys
 from igmda_jax.core.acting import Networks, build_inputs
 from igmda_jax.core.config import Config
 from igmda_jax.core.losses import masked_greedy_actions
@@ -251,7 +251,7 @@ def record_run(
         raise ValueError(f"--episodes must be an integer >= 1, got {episodes!r}")
     run = load_run(run_dir, actor, seed)
     config = run.config
-    key = evaluation_keys(config, 1_000_000)[run.seed_index]
+    key = evaluation_keys(config, FINAL_EVALUATION_INDEX)[run.seed_index]
     recorder = make_recorder(config, run.env, run.nets, episodes, actor)
     arrays = jax.device_get(recorder(run.params, key))
     acted = "expert" if actor == "expert" else "learner" if config.uses_expert else "agent"
