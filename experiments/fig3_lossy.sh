@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The paper's Fig. 3 on SMAX: full-sight qmix experts (experiments/fig3_lossy.yaml) on 5m_vs_6m
 # and 3s5z, then `igmda imitate` learners at sight 9, 2 and 0 on each: imitation accuracy,
-# learner vs expert win rate, per-action value distributions (values.png, the paper's Fig. 3b).
+# learner vs expert win rate (a final evaluation of 320 episodes per seed), per-action value
+# distributions (values.png, the paper's Fig. 3b). A map's summary and figures are made once its
+# three learners have finished, even when a learner of the other map failed.
 #
 #   nice -n 19 experiments/fig3_lossy.sh            # PYTHON=path/to/python to use another one
 #
@@ -98,14 +100,15 @@ for map in "${maps[@]}"; do
 done
 failed=0
 for pid in "${learners[@]}"; do wait "$pid" || failed=1; done
-if ((failed)); then
-  echo "fig3_lossy: a learner failed (its log is above); rerun to resume the others" >&2
-  exit 1
-fi
 
-for map in "${maps[@]}"; do # each map's summary, values and figures over all its sights
+for map in "${maps[@]}"; do # the summary, values and figures of each map whose sights all finished
   map_done "$map" && continue
+  for sight in "${sights[@]}"; do sight_done "$map" "$sight" || continue 2; done
   igmda imitate --expert "$(expert_dir "$map")" --sight-range "${sights[@]}" \
     --out "$runs/imitate_$map" "${imitate_args[@]}"
   copy_small_outputs "$runs/imitate_$map" "$results/imitate_$map"
 done
+if ((failed)); then
+  echo "fig3_lossy: a learner failed (its log is above); rerun to resume the others" >&2
+  exit 1
+fi

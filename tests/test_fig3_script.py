@@ -39,7 +39,8 @@ case $cmd in
       if ((on)); then sights+=("$a"); fi
     done
     if ((${{#sights[@]}} == 1)); then
-      s=${{sights[0]}}; [[ $s == "${{FAILING_SIGHT:-}}" ]] && exit 3
+      s=${{sights[0]}}
+      [[ $s == "${{FAILING_SIGHT:-}}" && $expert == *"${{FAILING_MAP:-}}"* ]] && exit 3
       mkdir -p "$out/sight_$s/checkpoints"; touch "$out/sight_$s/checkpoints/weights.bin"
       for f in config.json imitation.json values.json; do echo '{{}}' > "$out/sight_$s/$f"; done
       echo '{{}}' > "$out/sight_$s/metrics.jsonl"
@@ -145,3 +146,13 @@ def test_a_failing_learner_fails_the_script_after_the_others(checkout: Path) -> 
     assert len(sight_jobs(calls)) == 6  # the other learners still ran and were kept
     assert "imitate_3s5z/sight_0/values.json" in committed(checkout)
     assert not (checkout / "results" / "fig3_lossy" / "imitate_3s5z" / "summary.json").exists()
+
+
+def test_a_map_whose_learners_all_finished_is_summarised_when_another_fails(
+    checkout: Path,
+) -> None:
+    done, calls = run_script(checkout, FAILING_SIGHT="2", FAILING_MAP="5m_vs_6m")
+    assert done.returncode == 1 and "a learner failed" in done.stderr
+    assert sum(" 9 2 0 " in c for c in calls) == 1 and "qmix_3s5z" in calls[-1]
+    files = committed(checkout)
+    assert "imitate_3s5z/summary.json" in files and "imitate_5m_vs_6m/summary.json" not in files
