@@ -20,7 +20,17 @@ from igmda_jax.fused.rollout import collect
 from igmda_jax.fused.train import make_train
 from igmda_jax.persist.checkpoint import CheckpointStore
 
-TINY = dict(n_envs=4, batch_size=4, buffer_size=16, hidden_dim=8, mixer_embed=4, hypernet_embed=8)
+# unroll_windows=1: the update compiles one unroll, not four (compiles faster);
+# tests/test_unroll_windows.py checks the windowed default against it.
+TINY = dict(
+    n_envs=4,
+    batch_size=4,
+    buffer_size=16,
+    hidden_dim=8,
+    mixer_embed=4,
+    hypernet_embed=8,
+    unroll_windows=1,
+)
 
 
 def biased(params, action: int):

@@ -123,7 +123,8 @@ def test_smax_workers_run_resumes_to_identical_metrics_and_evaluates(tmp_path: P
         "--backend", "smax-workers", "--workers-per-seed", "2", "--map", "3m",
         "--sight-range", "0", "--seeds", "2", "--n-envs", "4", "--batch-size", "8",
         "--buffer-size", "32", "--hidden-dim", "16", "--mixer-embed", "8",
-        "--hypernet-embed", "16", "--iterations-per-call", "2", "--test-nepisode", "4",
+        "--hypernet-embed", "16", "--iterations-per-call", "2", "--unroll-windows", "1",
+        "--test-nepisode", "4",
         "--t-max", "1500", "--test-interval", "300", "--save-interval", "300", "--no-progress",
     ]  # fmt: skip
     command = [sys.executable, "-m", "igmda_jax.cli", "train", *args]

@@ -29,6 +29,8 @@ from igmda_jax.tools import imitation_setup as setup
 from igmda_jax.tools import imitation_values
 from igmda_jax.tools.evaluate import evaluate_run
 
+# unroll_windows=1: the update compiles one unroll, not four (compiles faster);
+# tests/test_unroll_windows.py checks the windowed default against it.
 TINY = dict(
     n_envs=4,
     batch_size=8,
@@ -39,6 +41,7 @@ TINY = dict(
     iterations_per_call=4,
     test_interval=1_000_000,
     test_nepisode=4,
+    unroll_windows=1,
 )
 T_MAX = 150  # hidden_cue: 6 steps x 4 envs x 4 iterations = 96 steps per chunk -> 2 chunks
 SIGHTS = [0.0, None]

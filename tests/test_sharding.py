@@ -27,7 +27,17 @@ from igmda_jax.persist.checkpoint import CheckpointStore
 from igmda_jax.run import run
 from igmda_jax.tools.evaluate import evaluate_run
 
-TINY = dict(n_envs=4, batch_size=4, buffer_size=16, hidden_dim=8, mixer_embed=4, hypernet_embed=8)
+# unroll_windows=1: the update compiles one unroll, not four (compiles faster);
+# tests/test_unroll_windows.py checks the windowed default against it.
+TINY = dict(
+    n_envs=4,
+    batch_size=4,
+    buffer_size=16,
+    hidden_dim=8,
+    mixer_embed=4,
+    hypernet_embed=8,
+    unroll_windows=1,
+)
 
 
 def test_seed_sharding_uses_the_most_devices_that_divide_the_seeds() -> None:

@@ -42,6 +42,7 @@ SMALL = {
     "test_nepisode": 4,
     "test_interval": 300,
     "save_interval": 300,
+    "unroll_windows": 1,  # one unroll compiled (tests/test_train.py SMALL)
 }
 # 2 cells; t_max leaves a few seconds between the first checkpoint and the end to kill a run
 TINY = f"""

@@ -28,6 +28,8 @@ from igmda_jax.tools.evaluate import evaluate_run
 from igmda_jax.train_command import parse_train_args
 
 # A small 3m configuration that compiles and runs in seconds.
+# unroll_windows=1: the update compiles one unroll, not four (compiles faster);
+# tests/test_unroll_windows.py checks the windowed default against it.
 SMALL = dict(
     map="3m",
     sight_range=0.0,
@@ -40,6 +42,7 @@ SMALL = dict(
     iterations_per_call=4,
     test_nepisode=4,
     td_lambda=0.6,
+    unroll_windows=1,
 )
 
 
@@ -234,8 +237,8 @@ def kill_after_first_checkpoint(process: subprocess.Popen, run_dir: Path, kill) 
 RESUME_ARGS = [
     "--map", "3m", "--sight-range", "0", "--seeds", "2", "--n-envs", "4", "--batch-size", "8",
     "--buffer-size", "32", "--hidden-dim", "16", "--mixer-embed", "8", "--hypernet-embed", "16",
-    "--iterations-per-call", "2", "--test-nepisode", "4", "--t-max", "3000",
-    "--test-interval", "300", "--no-progress",
+    "--iterations-per-call", "2", "--unroll-windows", "1", "--test-nepisode", "4",
+    "--t-max", "3000", "--test-interval", "300", "--no-progress",
 ]  # fmt: skip
 TRAIN = [sys.executable, "-m", "igmda_jax.cli", "train"]
 
