@@ -179,7 +179,13 @@ class WandbLog:
         )
 
     def close(self) -> None:
+        """Finish the run and wait for W&B's service process to write it out: ``finish`` alone
+        returns before the service has flushed the run's file (under load it held only its
+        header), so a process that reads or copies the folder next could miss the records."""
+        import wandb
+
         self.run.finish()
+        wandb.teardown()
 
 
 def check_loggers(config_dict: dict[str, Any]) -> None:
