@@ -35,7 +35,7 @@ QUICK = "<!-- docs-test: quick -->"
 # .ci/run greps the line containing pip install '.[test]' and runs it verbatim.
 README_COMMANDS = (
     "python3 -m venv .venv && .venv/bin/pip install . && .venv/bin/igmda train",
-    "python3 -m venv .venv && .venv/bin/pip install '.[test]' && .venv/bin/python -m pytest -q",
+    "python3 -m venv .venv && .venv/bin/pip install '.[test]' && .venv/bin/python -m pytest -q -n auto",
 )
 README_MAX_LINES = 200
 
