@@ -136,9 +136,7 @@ def train_command(argv: list[str]) -> None:
         initialize(launch)
     except DistributedError as error:
         raise UsageError(f"igmda train: {error}") from None
-    from igmda_jax.run import run
-
-    request = parse_train_args(argv)
+    request = parse_train_args(argv)  # bad input fails here, before the trainer's imports
     from envs.smac import SmacNotAvailableError
     from igmda_jax.core.config import ConfigError
     from igmda_jax.host.loop import HostBackendError
@@ -149,6 +147,7 @@ def train_command(argv: list[str]) -> None:
     )
     from igmda_jax.persist.loggers import LoggerUnavailable
     from igmda_jax.persist.stop_signals import RunStopped
+    from igmda_jax.run import run
 
     try:
         summary = run(
