@@ -29,7 +29,7 @@ def run_suite(files: list[str], workers: int) -> tuple[float, int, str]:
     processes (1: no xdist)."""
     with tempfile.TemporaryDirectory(prefix="igmda-bench-tests-") as cache:
         env = os.environ | {"JAX_COMPILATION_CACHE_DIR": cache}
-        parallel = ["-n", str(workers), "--dist", "loadfile"] if workers > 1 else ["-n", "0"]
+        parallel = ["-n", str(workers) if workers > 1 else "0"]  # --dist loadfile: pyproject
         command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *parallel]
         start = time.monotonic()
         result = subprocess.run(

@@ -61,7 +61,7 @@ def main() -> int:
             print(f"{backend}: {curve} ({result['wall_s']} s) learned={result['learned']}")
             results.append(result)
     report = {
-        "command": "python experiments/host_learning.py " + " ".join(sys.argv[1:]),
+        "command": " ".join(["python experiments/host_learning.py", *sys.argv[1:]]),
         "criterion": f"0 % at the first evaluation, >= {THRESHOLD:.0%} at some evaluation",
         "t_max": args.t_max,
         "runs": results,
